@@ -1,0 +1,139 @@
+"""``python -m core``: train a method, list runs, list methods and their knobs."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from core.config import parse_overrides
+from core.data import DataError, load_dataset
+from core.methods import REGISTRY
+from core.runs import RunStore, default_runs_dir, list_runs, new_run_id
+from core.train import RunConfig, Trainer, TrainerConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description="ClusterLab command line")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a method on a data set into a new run directory")
+    train.add_argument("--method", default="idec", choices=sorted(REGISTRY))
+    train.add_argument("--data", default="digits", help="built-in name or path to an .npz")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--preset", choices=("paper", "fast"), help="a method preset (defaults otherwise)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a method or trainer knob, e.g. --set alpha=1.0 (repeatable)")
+    train.add_argument("--pretrain-epochs", type=int)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--clusters", type=int, help="K (default: the number of classes)")
+    train.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps")
+    train.add_argument("--runs-dir", type=Path, default=None, help="default $CLUSTERLAB_RUNS or ./runs")
+    train.add_argument("--run-dir", type=Path, help="train the config.json already written in this run directory")
+    train.add_argument("--resume", metavar="ID", help="continue a stopped or killed run from its last checkpoint")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    runs = commands.add_parser("runs", help="list runs")
+    runs.add_argument("--runs-dir", type=Path, default=None)
+    commands.add_parser("methods", help="list methods and their knobs")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "runs":
+        print(list_runs(args.runs_dir).to_string(index=False))
+        return 0
+    if args.command == "methods":
+        print(describe_methods())
+        return 0
+    return _train(args, parser)
+
+
+def _train(args, parser) -> int:
+    runs_dir = args.runs_dir or default_runs_dir()
+    resume = False
+    if args.resume:
+        store = RunStore(runs_dir / args.resume)
+        if not (store.path / "config.json").exists():
+            parser.error(f"no run {args.resume} in {runs_dir}")
+        resume = True
+    elif args.run_dir:
+        store = RunStore(args.run_dir)
+    else:
+        overrides = parse_overrides(args.overrides)
+        for name in ("pretrain_epochs", "epochs", "batch_size"):
+            if getattr(args, name) is not None:
+                overrides[name] = getattr(args, name)
+        try:
+            config = RunConfig.build(args.method, args.data, args.seed, args.preset, overrides,
+                                     device=args.device, n_clusters=args.clusters)
+        except ValueError as err:
+            parser.error(str(err))
+        store = RunStore.create(runs_dir, new_run_id(args.method, args.data, args.seed), config.to_dict())
+    config = RunConfig.from_dict(store.read_config())
+    try:
+        dataset = load_dataset(config.data)
+    except DataError as err:
+        store.write_status("failed", reason=str(err))
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    callbacks = [] if args.quiet else [ProgressBar()]
+    print(f"run {store.id} → {store.path}", file=sys.stderr)
+    last = Trainer(config, dataset, store, callbacks, stop).run(resume=resume)
+    status = store.read_status()
+    summary = {k: round(v, 4) for k, v in last.items() if k in ("acc", "nmi", "ari") and v == v}
+    print(f"\n{status['state']}: {status.get('reason', '')} {json.dumps(summary)}", file=sys.stderr)
+    return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+class ProgressBar:
+    """One line per epoch on a pipe, a redrawn line on a terminal: phase, epoch, loss, ACC, ETA."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.phase = None
+
+    def __call__(self, event: dict) -> None:
+        epoch, total = event["epoch"], event["total_epochs"]
+        done = max(epoch, 1)
+        eta = event["time"] / done * max(total - epoch, 0)
+        width = 24
+        filled = int(width * min(epoch / max(total, 1), 1.0))
+        parts = [f"[{'#' * filled}{'.' * (width - filled)}] {event['phase']:<8} {epoch}/{total}"]
+        if "loss" in event:
+            parts.append(f"loss {event['loss']:.4g}")
+        if event.get("acc") == event.get("acc") and "acc" in event:
+            parts.append(f"ACC {event['acc']:.3f}")
+        parts.append(f"ETA ≤{_duration(eta)}")
+        line = "  ".join(parts)
+        terminal = self.stream.isatty()
+        if terminal and self.phase not in (None, event["phase"]):
+            self.stream.write("\n")
+        self.stream.write(("\r" + line) if terminal else line + "\n")
+        self.stream.flush()
+        self.phase = event["phase"]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def describe_methods() -> str:
+    lines = []
+    for name, method in REGISTRY.items():
+        lines.append(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})")
+        for knob in method.Config.knobs():
+            span = f"[{knob.min} … {knob.max}]" if knob.choices is None else "{" + ", ".join(knob.choices) + "}"
+            lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<20} {knob.help}")
+    lines.append("trainer:")
+    for knob in TrainerConfig.knobs():
+        lines.append(f"  {knob.label:<28} = {knob.default!s:<8} [{knob.min} … {knob.max}]  {knob.help}")
+    return "\n".join(lines)

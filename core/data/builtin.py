@@ -1,0 +1,136 @@
+"""Built-in data sets: scikit-learn's digits (always offline) and four benchmark sets.
+
+Benchmark sets are read from ``$CLUSTERLAB_DATA/<file>.npz`` (the format of ``shared/data``: ``x`` uint8
+(N, H, W), ``y``, optional ``is_test``), then from the user cache, and only then downloaded once with
+``sklearn.datasets.fetch_openml`` and cached in that same format.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.data.dataset import DataError, ImageDataset, from_pixels
+from core.storage import atomic_save_npz
+
+log = logging.getLogger(__name__)
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    files: tuple[str, ...]      # accepted file names, first one is what the cache writes
+    openml: str | None          # fetch_openml name
+    side: int
+    test_only: bool = False     # keep only the official test split
+    class_names: tuple[str, ...] | None = None
+
+
+BUILTINS: dict[str, Builtin | None] = {
+    "digits": None,
+    "usps": Builtin(("usps.npz",), "usps", 16),
+    "mnist": Builtin(("mnist.npz",), "mnist_784", 28),
+    "mnist-test": Builtin(("mnist.npz",), "mnist_784", 28, test_only=True),
+    "fashion-mnist": Builtin(("fashion_mnist.npz", "fashion-mnist.npz"), "Fashion-MNIST", 28,
+                             class_names=tuple(FASHION_CLASSES)),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CLUSTERLAB_CACHE", Path.home() / ".cache" / "clusterlab"))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ImageDataset:
+    """Load a built-in data set by name, or any ``.npz`` file by path.
+
+    Parameters
+    ----------
+    name : ``digits``, ``usps``, ``mnist``, ``mnist-test``, ``fashion-mnist`` or a path to an ``.npz``.
+    data_dir : folder searched first; default ``$CLUSTERLAB_DATA``.
+    """
+    if name == "digits":
+        return _digits()
+    if name.endswith(".npz"):
+        return read_npz(Path(name), Path(name).stem)
+    spec = BUILTINS.get(name)
+    if spec is None:
+        raise DataError(f"unknown data set {name!r}; built-ins are {', '.join(BUILTINS)} (or a path to an .npz)")
+    path = _find(spec, data_dir)
+    if path is None:
+        path = _download(name, spec)
+    data = read_npz(path, name, test_only=spec.test_only)
+    if spec.class_names:
+        data.class_names = list(spec.class_names)
+    return data
+
+
+def _digits() -> ImageDataset:
+    from sklearn.datasets import load_digits
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)  # (1797, 8, 8), values 0..16
+    return from_pixels("digits", images, bunch.target, [str(t) for t in bunch.target_names])
+
+
+def read_npz(source: Path | io.BytesIO, name: str, test_only: bool = False) -> ImageDataset:
+    """Read ``x`` (and ``y``, ``is_test``, ``class_names``) from an npz file or buffer; never unpickles."""
+    shown = getattr(source, "name", f"{name}.npz")
+    try:
+        with np.load(source, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{shown} is not a readable .npz file of plain arrays ({err})") from err
+    if "x" not in arrays:
+        raise DataError(f"{shown} has no array 'x' (found: {', '.join(arrays) or 'nothing'})")
+    x, y, is_test = arrays["x"], arrays.get("y"), arrays.get("is_test")
+    if x.ndim == 2 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:  # flattened square images
+        side = round(x.shape[1] ** 0.5)
+        x = x.reshape(len(x), side, side)
+    if test_only:
+        if is_test is None:
+            raise DataError(f"{path} has no 'is_test' array to take the test split from")
+        x, y = x[is_test], (None if y is None else y[is_test])
+    names = arrays.get("class_names")
+    return from_pixels(name, x, y, None if names is None else [str(n) for n in names])
+
+
+def _find(spec: Builtin, data_dir) -> Path | None:
+    folders = [Path(d) for d in (data_dir, os.environ.get("CLUSTERLAB_DATA")) if d]
+    folders.append(cache_dir() / "data")
+    for folder in folders:
+        for file in spec.files:
+            if (folder / file).is_file():
+                return folder / file
+    return None
+
+
+def _download(name: str, spec: Builtin) -> Path:
+    from sklearn.datasets import fetch_openml
+    target = cache_dir() / "data" / spec.files[0]
+    log.info("downloading %s from OpenML (%s) into %s", name, spec.openml, target)
+    try:
+        bunch = fetch_openml(spec.openml, as_frame=False, parser="liac-arff", data_home=str(cache_dir() / "openml"))
+    except Exception as err:  # no network, OpenML down: the person needs to know where to put the file
+        raise DataError(
+            f"{name} is not available offline and could not be downloaded ({err.__class__.__name__}). "
+            f"Put {spec.files[0]} in the folder named by $CLUSTERLAB_DATA, or into {target.parent}.") from err
+    x = np.asarray(bunch.data, dtype=np.float32)
+    if x.min() < 0:  # OpenML's USPS is scaled to [-1, 1]
+        x = (x + 1.0) / 2.0
+    if x.max() > 1.0:
+        x = x / 255.0
+    x = np.round(x * 255).astype(np.uint8).reshape(-1, spec.side, spec.side)
+    y = np.asarray(bunch.target).astype(np.int64)
+    if y.min() == 1 and y.max() == 10:  # labels 1..10 stand for digits 1..9 and 0
+        y = y % 10
+    is_test = np.zeros(len(x), bool)
+    if spec.openml in ("mnist_784", "Fashion-MNIST"):
+        is_test[60000:] = True
+    atomic_save_npz(target, x=x, y=y, is_test=is_test)
+    return target

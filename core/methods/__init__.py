@@ -1,0 +1,20 @@
+"""The method registry: a method is one module here and one line below."""
+from __future__ import annotations
+
+from core.methods.ae_kmeans import AEKMeans
+from core.methods.base import Batch, Method
+from core.methods.dec import DEC
+from core.methods.idec import IDEC
+from core.methods.kmeans import KMeansPixels
+
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC)}
+
+
+def get_method(name: str) -> type[Method]:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; available: {', '.join(REGISTRY)}") from None
+
+
+__all__ = ["REGISTRY", "Batch", "Method", "get_method"]

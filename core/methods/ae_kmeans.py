@@ -1,0 +1,22 @@
+"""AE+k-means: pretrain the autoencoder, then k-means on its latent codes (no fine-tuning)."""
+from __future__ import annotations
+
+from core.methods.base import AutoencoderMethod
+
+
+class AEKMeans(AutoencoderMethod):
+    name = "ae-kmeans"
+    title = "AE + k-means"
+    phases = ("pretrain",)
+
+    @classmethod
+    def presets(cls, dataset):
+        return {"paper": {"pretrain_epochs": pretrain_epochs_paper(dataset)},
+                "fast": {"pretrain_epochs": 15, "kmeans_restarts": 5}}
+
+
+def pretrain_epochs_paper(dataset: str) -> int:
+    """DEC-keras' end-to-end pretraining budget (``dec_idec.md`` §c)."""
+    if dataset.startswith(("mnist", "fashion")):
+        return 300
+    return 50 if dataset == "usps" else 200

@@ -1,0 +1,203 @@
+"""The method protocol every clustering method implements, and the shared autoencoder base.
+
+The trainer (``core.train``) drives a method through its phases and never names one; a method never
+imports the trainer. Adding a method is one file in this package plus one line in ``REGISTRY``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from torch import Tensor, nn
+
+from core.config import Config, knob
+from core.losses import reconstruction_loss, student_t_assign
+from core.models import build_autoencoder
+
+log = logging.getLogger(__name__)
+
+PHASES = ("pretrain", "init", "cluster")
+
+
+class Batch(NamedTuple):
+    """One mini-batch: images and their row numbers in the full data (for per-sample targets)."""
+
+    x: Tensor      # (B, C, H, W)
+    index: Tensor  # (B,) int64, on the same device as x
+
+
+class Method:
+    """Base class of the clustering methods.
+
+    Subclasses set ``name``, ``title``, ``Config`` and ``phases`` and override what they need.
+    ``phases`` lists the trained phases in order, a subset of ``("pretrain", "cluster")``; the
+    trainer always runs ``init_clusters`` between them.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    Config: ClassVar[type[Config]]
+    phases: ClassVar[tuple[str, ...]] = ("pretrain", "cluster")
+
+    def __init__(self, config: Config, n_clusters: int, seed: int = 0):
+        self.config = config
+        self.n_clusters = n_clusters
+        self.seed = seed
+
+    # -- presets -------------------------------------------------------------------------------
+    @classmethod
+    def presets(cls, dataset: str) -> dict[str, dict]:
+        """Named override sets; keys are method-config or trainer-config field names."""
+        return {"paper": {}, "fast": {}}
+
+    # -- model -------------------------------------------------------------------------------------
+    def build(self, input_shape: tuple[int, int, int]) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizer(self, model: nn.Module, phase: str) -> torch.optim.Optimizer:
+        return torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    # -- phases ------------------------------------------------------------------------------------
+    def pretrain_step(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def init_clusters(self, model: nn.Module, x: Tensor) -> None:
+        """Set the cluster parameters from the whole data set ``x`` (N, C, H, W)."""
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, x: Tensor) -> dict[str, float]:
+        """Per-epoch hook (target updates); returns extra scalars for the epoch's event."""
+        return {}
+
+    def before_step(self, model: nn.Module, step: int, x: Tensor) -> bool:
+        """Per-iteration hook before each cluster-phase batch; return True to stop (converged)."""
+        return False
+
+    def training_step(self, model: nn.Module, batch: Batch, phase: str) -> dict[str, Tensor]:
+        """Return ``{"loss": total, <term>: value, ...}`` for one batch of the cluster phase."""
+        raise NotImplementedError
+
+    # -- read-outs ---------------------------------------------------------------------------------
+    def embed(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Latent codes shown in Explore, (B, d)."""
+        raise NotImplementedError
+
+    def assign(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Soft assignments (B, K) and hard labels (B,)."""
+        raise NotImplementedError
+
+    def centroids(self, model: nn.Module) -> Tensor | None:
+        """Cluster centres in the latent space of ``embed``, (K, d), or None before init."""
+        return None
+
+    # -- state that is not in the model (targets, previous labels) --------------------------------
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    # -- pretraining cache -------------------------------------------------------------------------
+    def pretrained_part(self, model: nn.Module) -> nn.Module | None:
+        """The sub-module that pretraining produces and the cache stores (None: no caching)."""
+        return None
+
+    def pretrain_signature(self) -> dict:
+        """Everything besides data, seed and trainer settings that determines the pretrained part."""
+        return {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Autoencoder methods: pretrain an autoencoder on reconstruction, then k-means on its codes.
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AutoencoderConfig(Config):
+    autoencoder: str = knob("mlp", choices=("mlp", "conv"),
+                            help="MLP D–500–500–2000–d (DEC) or the conv autoencoder of DECS")
+    latent_dim: int = knob(10, symbol="d", min=2, max=64, step=1, help="size of the latent space")
+    pretrain_lr: float = knob(1e-3, min=1e-4, max=1e-2, log=True,
+                              help="Adam learning rate of autoencoder pretraining")
+    kmeans_restarts: int = knob(20, min=1, max=50, step=1,
+                                help="k-means restarts for the cluster initialisation")
+
+
+class ClusterHead(nn.Module):
+    """An autoencoder with a trainable (K, d) centroid matrix."""
+
+    def __init__(self, autoencoder: nn.Module, n_clusters: int, latent_dim: int):
+        super().__init__()
+        self.ae = autoencoder
+        self.centroids = nn.Parameter(torch.zeros(n_clusters, latent_dim))
+        self.register_buffer("initialised", torch.tensor(False))
+
+
+class AutoencoderMethod(Method):
+    """Shared pieces of methods built on a pretrained autoencoder and latent centroids."""
+
+    Config = AutoencoderConfig
+
+    def build(self, input_shape):
+        ae = build_autoencoder(self.config.autoencoder, input_shape, self.config.latent_dim)
+        return ClusterHead(ae, self.n_clusters, self.config.latent_dim)
+
+    def optimizer(self, model, phase):
+        return torch.optim.Adam(model.parameters(), lr=self.config.pretrain_lr)
+
+    def pretrain_step(self, model, batch):
+        x_hat = model.ae.decode(model.ae.encode(batch.x))
+        loss = reconstruction_loss(batch.x, x_hat)
+        return {"loss": loss, "recon": loss}
+
+    def init_clusters(self, model, x):
+        z = encode_all(self, model, x).cpu().numpy()
+        _, centres = kmeans_labels(z, self.n_clusters, self.seed, self.config.kmeans_restarts)
+        with torch.no_grad():
+            model.centroids.copy_(torch.as_tensor(centres, dtype=torch.float32))
+            model.initialised.fill_(True)
+
+    def embed(self, model, x):
+        return model.ae.encode(x)
+
+    def assign(self, model, x):
+        q = student_t_assign(model.ae.encode(x), model.centroids, getattr(self.config, "alpha", 1.0))
+        return q, q.argmax(1)
+
+    def centroids(self, model):
+        return model.centroids.detach() if bool(model.initialised) else None
+
+    def pretrained_part(self, model):
+        return model.ae
+
+    def pretrain_signature(self):
+        c = self.config
+        return {"autoencoder": c.autoencoder, "latent_dim": c.latent_dim, "pretrain_lr": c.pretrain_lr}
+
+
+@torch.no_grad()
+def encode_all(method: Method, model: nn.Module, x: Tensor, chunk: int = 4096) -> Tensor:
+    """``method.embed`` over the whole data in eval mode, in chunks, (N, d)."""
+    was_training = model.training
+    model.eval()
+    z = torch.cat([method.embed(model, x[i:i + chunk]) for i in range(0, len(x), chunk)])
+    model.train(was_training)
+    return z
+
+
+@torch.no_grad()
+def assign_all(method: Method, model: nn.Module, x: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """``method.assign`` over the whole data in eval mode, in chunks: (N, K), (N,)."""
+    was_training = model.training
+    model.eval()
+    parts = [method.assign(model, x[i:i + chunk]) for i in range(0, len(x), chunk)]
+    model.train(was_training)
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def kmeans_labels(z: np.ndarray, k: int, seed: int, restarts: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """k-means labels (N,) and centres (K, d) of ``z``."""
+    km = KMeans(k, n_init=restarts, random_state=seed).fit(z)
+    return km.labels_, km.cluster_centers_

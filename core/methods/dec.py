@@ -1,0 +1,78 @@
+"""DEC (Xie et al., ICML 2016): self-training on the sharpened target P, spec ``dec_idec.md``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.config import knob
+from core.losses import kl_clustering_loss, student_t_assign, target_distribution
+from core.methods.ae_kmeans import pretrain_epochs_paper
+from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all
+
+
+@dataclass(frozen=True)
+class DECConfig(AutoencoderConfig):
+    alpha: float = knob(1.0, symbol="α", min=0.5, max=2.0, step=0.1,
+                        help="degrees of freedom of the Student-t kernel between codes and centroids")
+    update_interval: int = knob(140, symbol="T", min=1, max=500, step=1,
+                                help="iterations between recomputing the target P on the whole data")
+    tol: float = knob(0.001, symbol="tol", min=0.0, max=0.01, step=0.0005,
+                      help="stop when fewer than this fraction of labels change between target updates")
+    max_iter: int = knob(20000, min=1000, max=20000, step=1000, help="cap on clustering iterations")
+    lr: float = knob(0.01, symbol="lr", min=1e-4, max=0.1, log=True, help="SGD learning rate of the clustering phase")
+    momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum of the clustering phase")
+
+
+class DEC(AutoencoderMethod):
+    name = "dec"
+    title = "DEC"
+    Config = DECConfig
+
+    def __init__(self, config, n_clusters, seed=0):
+        super().__init__(config, n_clusters, seed)
+        self.target: torch.Tensor | None = None       # (N, K) P, fixed between updates
+        self.labels: torch.Tensor | None = None       # (N,) argmax Q at the last update
+        self.delta = float("nan")                     # label-change fraction at the last update
+
+    @classmethod
+    def presets(cls, dataset):
+        interval = 30 if dataset == "usps" else 140
+        return {"paper": {"update_interval": interval, "pretrain_epochs": pretrain_epochs_paper(dataset),
+                          "epochs": 2000},
+                "fast": {"update_interval": 10, "pretrain_epochs": 15, "epochs": 20, "kmeans_restarts": 5}}
+
+    def optimizer(self, model, phase):
+        if phase == "pretrain":
+            return super().optimizer(model, phase)
+        return torch.optim.SGD(model.parameters(), lr=self.config.lr, momentum=self.config.momentum)
+
+    def before_step(self, model, step, x):
+        if step >= self.config.max_iter:
+            return True
+        if step % self.config.update_interval:
+            return False
+        q, labels = assign_all(self, model, x)
+        self.target = target_distribution(q)
+        converged = False
+        if self.labels is not None:
+            self.delta = (labels != self.labels).float().mean().item()
+            converged = step > 0 and self.delta < self.config.tol
+        self.labels = labels
+        return converged
+
+    def cluster_terms(self, model, batch):
+        """Codes (B, d) and the KL term of one batch."""
+        z = model.ae.encode(batch.x)
+        q = student_t_assign(z, model.centroids, self.config.alpha)  # (B, K)
+        return z, kl_clustering_loss(self.target[batch.index], q)
+
+    def training_step(self, model, batch, phase):
+        _, kl = self.cluster_terms(model, batch)
+        return {"loss": kl, "kl": kl}
+
+    def state_dict(self):
+        return {"target": self.target, "labels": self.labels, "delta": self.delta}
+
+    def load_state_dict(self, state):
+        self.target, self.labels, self.delta = state["target"], state["labels"], state["delta"]

@@ -1,0 +1,42 @@
+"""IDEC (Guo et al., IJCAI 2017): DEC's KL plus the autoencoder's reconstruction, spec ``dec_idec.md``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.config import knob
+from core.losses import reconstruction_loss
+from core.methods.dec import DEC, DECConfig
+
+
+@dataclass(frozen=True)
+class IDECConfig(DECConfig):
+    gamma: float = knob(0.1, symbol="γ", min=0.01, max=1.0, log=True,
+                        help="weight of the clustering KL against the reconstruction (IDEC)")
+    optimizer_name: str = knob("adam", choices=("adam", "sgd"), help="optimizer of the clustering phase")
+    lr: float = knob(1e-3, symbol="lr", min=1e-4, max=0.1, log=True, help="learning rate of the clustering phase")
+    momentum: float = knob(0.99, min=0.0, max=0.99, step=0.01, help="SGD momentum (optimizer sgd only)")
+
+
+class IDEC(DEC):
+    name = "idec"
+    title = "IDEC"
+    Config = IDECConfig
+
+    @classmethod
+    def presets(cls, dataset):
+        presets = super().presets(dataset)
+        if dataset == "usps":  # the reference code's USPS optimizer
+            presets["paper"].update(optimizer_name="sgd", lr=0.1, momentum=0.99)
+        return presets
+
+    def optimizer(self, model, phase):
+        if phase == "cluster" and self.config.optimizer_name == "adam":
+            return torch.optim.Adam(model.parameters(), lr=self.config.lr)
+        return super().optimizer(model, phase)
+
+    def training_step(self, model, batch, phase):
+        z, kl = self.cluster_terms(model, batch)
+        recon = reconstruction_loss(batch.x, model.ae.decode(z))
+        return {"loss": recon + self.config.gamma * kl, "recon": recon, "kl": kl}

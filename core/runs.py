@@ -1,0 +1,161 @@
+"""The run directory: everything a run writes, read back by the app, the CLI and the benchmarks.
+
+::
+
+    runs/<id>/config.json        resolved config, seed, library versions, device
+              status.json        state (queued/running/finished/stopped/failed), reason, progress
+              metrics.csv        one row per epoch: epoch, phase, time, loss, loss_<term>, acc, nmi, ari, changed
+              snapshots/indices.npz       the fixed subsample: indices, labels
+              snapshots/epoch_NNNN.npz    z (S, d), labels (S,), confidence (S,), centroids (K, d), sizes (K,)
+              checkpoints/last.pt         model, optimizer, method state, counters
+              assignments.npz    final labels and confidence for every sample
+              frames/<kind>/epoch_NNNN.npz   2-D projections (written by core.embed)
+              STOP               present when a stop was requested
+
+One process writes a run (the trainer); every file is replaced atomically, so readers never see half
+of one. Readers never write, except ``request_stop`` and the projector's frames.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.storage import atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+
+ACTIVE_STATES = ("queued", "running")
+
+
+def default_runs_dir() -> Path:
+    return Path(os.environ.get("CLUSTERLAB_RUNS", "runs"))
+
+
+def new_run_id(method: str, data: str, seed: int) -> str:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    data = Path(data).stem if data.endswith(".npz") else data
+    return f"{stamp}-{method}-{data}-s{seed}-{secrets.token_hex(2)}"
+
+
+class RunStore:
+    """Read and write one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, runs_dir: str | os.PathLike, run_id: str, config: dict) -> "RunStore":
+        store = cls(Path(runs_dir) / run_id)
+        if store.path.exists():
+            raise FileExistsError(f"run {run_id} already exists")
+        (store.path / "snapshots").mkdir(parents=True)
+        store.write_config(config)
+        store.write_status("queued")
+        return store
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    # -- config and status ----------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_json(self.path / "config.json", config)
+
+    def read_config(self) -> dict:
+        return read_json(self.path / "config.json", {})
+
+    def write_status(self, state: str, **fields) -> None:
+        status = {**read_json(self.path / "status.json", {}), **fields, "state": state,
+                  "updated": dt.datetime.now().isoformat(timespec="seconds")}
+        atomic_write_json(self.path / "status.json", status)
+
+    def read_status(self) -> dict:
+        return read_json(self.path / "status.json", {"state": "unknown"})
+
+    def request_stop(self) -> None:
+        (self.path / "STOP").touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / "STOP").exists()
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def write_metrics(self, rows: list[dict]) -> None:
+        atomic_write_text(self.path / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+
+    def read_metrics(self) -> pd.DataFrame:
+        try:
+            return pd.read_csv(self.path / "metrics.csv")
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            return pd.DataFrame()
+
+    # -- snapshots ---------------------------------------------------------------------------------
+    def save_snapshot_indices(self, indices: np.ndarray, labels: np.ndarray | None) -> None:
+        arrays = {"indices": indices}
+        if labels is not None:
+            arrays["labels"] = labels
+        atomic_save_npz(self.path / "snapshots" / "indices.npz", **arrays)
+
+    def save_snapshot(self, epoch: int, **arrays) -> None:
+        atomic_save_npz(self.path / "snapshots" / f"epoch_{epoch:04d}.npz", **arrays)
+
+    def snapshot_epochs(self) -> list[int]:
+        return sorted(int(p.stem[6:]) for p in (self.path / "snapshots").glob("epoch_*.npz"))
+
+    def load_snapshot(self, epoch: int) -> dict[str, np.ndarray]:
+        with np.load(self.path / "snapshots" / f"epoch_{epoch:04d}.npz", allow_pickle=False) as npz:
+            return dict(npz)
+
+    def load_snapshot_indices(self) -> dict[str, np.ndarray]:
+        with np.load(self.path / "snapshots" / "indices.npz", allow_pickle=False) as npz:
+            return dict(npz)
+
+    # -- checkpoints and results -----------------------------------------------------------------
+    def save_checkpoint(self, state: dict) -> None:
+        atomic_torch_save(self.path / "checkpoints" / "last.pt", state)
+
+    def load_checkpoint(self, map_location=None) -> dict | None:
+        path = self.path / "checkpoints" / "last.pt"
+        if not path.exists():
+            return None
+        return torch.load(io.BytesIO(path.read_bytes()), map_location=map_location, weights_only=True)
+
+    def save_assignments(self, labels: np.ndarray, confidence: np.ndarray, y: np.ndarray | None) -> None:
+        arrays = {"labels": labels, "confidence": confidence}
+        if y is not None:
+            arrays["y"] = y
+        atomic_save_npz(self.path / "assignments.npz", **arrays)
+
+    def assignments_frame(self) -> pd.DataFrame:
+        """Per-sample assignments as a table (index, cluster, confidence, label)."""
+        with np.load(self.path / "assignments.npz", allow_pickle=False) as npz:
+            frame = pd.DataFrame({"index": np.arange(len(npz["labels"])), "cluster": npz["labels"],
+                                  "confidence": npz["confidence"]})
+            if "y" in npz.files:
+                frame["label"] = npz["y"]
+        return frame
+
+    def delete(self) -> None:
+        shutil.rmtree(self.path)
+
+
+def list_runs(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per run, newest first: id, method, data, seed, state, epoch, acc, nmi, ari, started."""
+    root = Path(runs_dir) if runs_dir else default_runs_dir()
+    rows = []
+    for path in sorted(root.glob("*/config.json"), reverse=True):
+        store = RunStore(path.parent)
+        config, status = store.read_config(), store.read_status()
+        metrics = store.read_metrics()
+        last = metrics.iloc[-1] if len(metrics) else {}
+        rows.append({"id": store.id, "method": config.get("method"), "data": config.get("data"),
+                     "seed": config.get("seed"), "state": status.get("state"), "reason": status.get("reason", ""),
+                     "epoch": last.get("epoch"), "acc": last.get("acc"), "nmi": last.get("nmi"),
+                     "ari": last.get("ari"), "started": status.get("started")})
+    columns = ["id", "method", "data", "seed", "state", "reason", "epoch", "acc", "nmi", "ari", "started"]
+    return pd.DataFrame(rows, columns=columns)

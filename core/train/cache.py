@@ -1,0 +1,41 @@
+"""Pretrained autoencoders kept on disk, keyed by what determines them.
+
+The key holds the data's content hash, the architecture, the pretraining settings and the seed, so a
+second run that changes only a clustering knob (α, γ, λ) starts from the same autoencoder at once.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from core.data.builtin import cache_dir
+from core.storage import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+
+class AutoencoderCache:
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder else cache_dir() / "autoencoders"
+
+    def path(self, key: dict) -> Path:
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        return self.folder / f"{digest}.pt"
+
+    def load(self, key: dict, device: torch.device) -> dict | None:
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(io.BytesIO(path.read_bytes()), map_location=device, weights_only=True)
+        except Exception as err:  # a damaged cache entry is only a cache miss
+            log.warning("ignoring unreadable cache entry %s (%s)", path, err)
+            return None
+
+    def save(self, key: dict, state: dict) -> None:
+        atomic_torch_save(self.path(key), state)

@@ -1,0 +1,70 @@
+"""The trainer's own knobs and the resolved configuration of one run."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from core.config import Config, knob
+from core.methods import get_method
+
+
+@dataclass(frozen=True)
+class TrainerConfig(Config):
+    batch_size: int = knob(256, symbol="B", min=32, max=1024, step=32, help="samples per optimisation step")
+    pretrain_epochs: int = knob(50, min=0, max=500, step=5, help="epochs of autoencoder pretraining")
+    epochs: int = knob(200, min=1, max=2000, step=1,
+                       help="epochs of the clustering phase (a method may stop earlier when it converges)")
+    snapshot_size: int = knob(3000, min=200, max=10000, step=100,
+                              help="latent codes saved per epoch for Explore (the same random samples every epoch)")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run; written to ``config.json``."""
+
+    method: str
+    data: str = "digits"
+    seed: int = 0
+    device: str = "auto"
+    n_clusters: int | None = None  # None: the number of classes, or 10 for unlabelled data
+    preset: str | None = None
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    params: Config | None = None
+
+    def __post_init__(self):
+        if self.params is None:
+            object.__setattr__(self, "params", get_method(self.method).Config())
+
+    @classmethod
+    def build(cls, method: str, data: str = "digits", seed: int = 0, preset: str | None = None,
+              overrides: dict | None = None, **fields) -> "RunConfig":
+        """Defaults ← preset ← overrides; override keys may name trainer or method fields."""
+        method_cls = get_method(method)
+        values = {}
+        if preset:
+            presets = method_cls.presets(data)
+            if preset not in presets:
+                raise ValueError(f"{method} has no preset {preset!r}; choose from {', '.join(presets)}")
+            values.update(presets[preset])
+        values.update(overrides or {})
+        trainer_names = TrainerConfig().field_names()
+        method_names = method_cls.Config().field_names()
+        unknown = set(values) - trainer_names - method_names
+        if unknown:
+            raise ValueError(f"unknown setting(s) {sorted(unknown)} for {method}; "
+                             f"known: {', '.join(sorted(trainer_names | method_names))}")
+        trainer = TrainerConfig.from_dict({k: v for k, v in values.items() if k in trainer_names})
+        params = method_cls.Config.from_dict({k: v for k, v in values.items() if k in method_names})
+        return cls(method=method, data=data, seed=seed, preset=preset, trainer=trainer, params=params, **fields)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "data": self.data, "seed": self.seed, "device": self.device,
+                "n_clusters": self.n_clusters, "preset": self.preset,
+                "trainer": self.trainer.to_dict(), "params": self.params.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        return cls(method=values["method"], data=values.get("data", "digits"), seed=int(values.get("seed", 0)),
+                   device=values.get("device", "auto"), n_clusters=values.get("n_clusters"),
+                   preset=values.get("preset"),
+                   trainer=TrainerConfig.from_dict(values.get("trainer", {})),
+                   params=get_method(values["method"]).Config.from_dict(values.get("params", {})))
