@@ -50,6 +50,11 @@ class Method:
 
     # -- presets -------------------------------------------------------------------------------
     @classmethod
+    def dataset_defaults(cls, dataset: str) -> dict:
+        """Settings the reference code picks per data set; applied before any preset."""
+        return {}
+
+    @classmethod
     def presets(cls, dataset: str) -> dict[str, dict]:
         """Named override sets; keys are method-config or trainer-config field names."""
         return {"paper": {}, "fast": {}}

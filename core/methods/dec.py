@@ -36,10 +36,12 @@ class DEC(AutoencoderMethod):
         self.delta = float("nan")                     # label-change fraction at the last update
 
     @classmethod
+    def dataset_defaults(cls, dataset):
+        return {"update_interval": 30 if dataset == "usps" else 140}
+
+    @classmethod
     def presets(cls, dataset):
-        interval = 30 if dataset == "usps" else 140
-        return {"paper": {"update_interval": interval, "pretrain_epochs": pretrain_epochs_paper(dataset),
-                          "epochs": 2000},
+        return {"paper": {"pretrain_epochs": pretrain_epochs_paper(dataset), "epochs": 2000},
                 "fast": {"update_interval": 10, "pretrain_epochs": 15, "epochs": 20, "kmeans_restarts": 5}}
 
     def optimizer(self, model, phase):

@@ -25,11 +25,11 @@ class IDEC(DEC):
     Config = IDECConfig
 
     @classmethod
-    def presets(cls, dataset):
-        presets = super().presets(dataset)
+    def dataset_defaults(cls, dataset):
+        defaults = super().dataset_defaults(dataset)
         if dataset == "usps":  # the reference code's USPS optimizer
-            presets["paper"].update(optimizer_name="sgd", lr=0.1, momentum=0.99)
-        return presets
+            defaults.update(optimizer_name="sgd", lr=0.1, momentum=0.99)
+        return defaults
 
     def optimizer(self, model, phase):
         if phase == "cluster" and self.config.optimizer_name == "adam":

@@ -37,9 +37,12 @@ class RunConfig:
     @classmethod
     def build(cls, method: str, data: str = "digits", seed: int = 0, preset: str | None = None,
               overrides: dict | None = None, **fields) -> "RunConfig":
-        """Defaults ← preset ← overrides; override keys may name trainer or method fields."""
+        """Defaults ← the method's per-data-set defaults ← preset ← overrides.
+
+        Keys of presets and overrides may name trainer or method fields.
+        """
         method_cls = get_method(method)
-        values = {}
+        values = dict(method_cls.dataset_defaults(data))
         if preset:
             presets = method_cls.presets(data)
             if preset not in presets:

@@ -102,6 +102,10 @@ class Trainer:
         try:
             while position.phase < len(self.plan):
                 phase = self.plan[position.phase]
+                if position.phase_epoch == 0:
+                    # Each phase starts from its own seed, so a cached pretraining and a fresh one
+                    # lead to the same clustering phase.
+                    generator = seed_everything(self.config.seed + 1000 * position.phase)
                 if phase == "init":
                     self._init(position)
                 else:
