@@ -23,6 +23,10 @@ class IDEC(DEC):
     name = "idec"
     title = "IDEC"
     Config = IDECConfig
+    published = {"usps": (0.761, 0.785, "IDEC paper = DSCDAN seed table"),
+                 "mnist-test": (0.846, 0.802, "DSCDAN seed table"),
+                 "mnist": (0.881, 0.867, "IDEC paper = DSCDAN seed table"),
+                 "fashion-mnist": (0.529, 0.557, "DSCDAN seed table")}
 
     @classmethod
     def dataset_defaults(cls, dataset):
