@@ -18,7 +18,7 @@ def isolated_dirs(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
     """The benchmark data folder; tests that need real data fail loudly without it."""
     folder = Path(os.environ.get("CLUSTERLAB_DATA", SHARED_DATA))

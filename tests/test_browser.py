@@ -1,0 +1,175 @@
+"""The app in a real browser: Data → Train (IDEC, fast demo) → live curves → reload → Explore.
+
+Drives Debian's Chromium (``/usr/bin/chromium``) through Playwright against ``streamlit run app.py``
+on a free localhost port, with runs and caches in a temporary folder. Screenshots of every step
+go to ``tests/screenshots/`` (git-ignored). Skips, saying why, when Chromium or Playwright is
+missing; CI installs both.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.launch import is_alive
+from core.runs import RunStore
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("CLUSTERLAB_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run"]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium, "
+                                                               "or set CLUSTERLAB_CHROMIUM)")
+
+# JavaScript run in the page: the plotly charts Streamlit drew, as {title, traces: {name: n points}}.
+CHARTS_JS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
+    title: (gd.layout && gd.layout.title && gd.layout.title.text) || '',
+    traces: Object.fromEntries((gd.data || []).map(t => [t.name, (t.x || []).length]))}))"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not answer at {url} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """``streamlit run app.py`` on a free port; stops it, and any run it started, afterwards."""
+    folder = tmp_path_factory.mktemp("browser")
+    runs = folder / "runs"
+    port = _free_port()
+    env = {**os.environ, "CLUSTERLAB_RUNS": str(runs), "CLUSTERLAB_CACHE": str(folder / "cache"),
+           # this test never shows UMAP: its numba warm-up would only compete with training for the CPU
+           "CLUSTERLAB_UMAP_WARMUP": "0", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+               "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
+    with open(folder / "streamlit.log", "wb") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process)
+        yield url, runs
+    finally:
+        for config in runs.glob("*/config.json"):  # training runs live on after the app: stop them here
+            store = RunStore(config.parent)
+            pid = store.read_status().get("pid")
+            store.request_stop()
+            if pid and is_alive(pid):
+                os.kill(pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def page(app_url):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1500, "height": 1000})
+        tab = context.new_page()
+        tab.set_default_timeout(30_000)
+        yield tab
+        browser.close()
+
+
+def charts(page) -> list[dict]:
+    return page.evaluate(CHARTS_JS)
+
+
+def wait_for_chart(page, title: str, trace: str, at_least: int, timeout_s: float) -> dict:
+    """Poll the page until the chart titled ``title`` has ≥ ``at_least`` points in ``trace``."""
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        seen = charts(page)
+        for chart in seen:
+            if chart["title"] == title and chart["traces"].get(trace, 0) >= at_least:
+                return chart
+        page.wait_for_timeout(500)
+    raise AssertionError(f"no chart {title!r} with {at_least} points in {trace!r} after {timeout_s} s; saw {seen}")
+
+
+def test_train_idec_watch_curves_reload_and_explore(page, app_url):
+    url, runs = app_url
+    page.goto(url)
+
+    # Data: digits, the offline default, is pre-selected; pick it explicitly anyway.
+    page.get_by_text("Preview by class").wait_for()
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="digits —").click()
+    page.get_by_text("Training will use digits").wait_for()
+    page.screenshot(path=SCREENSHOTS / "data.png", full_page=True)
+
+    # Train: IDEC with the fast demo preset, then Start.
+    page.get_by_role("link", name="Train").click()
+    page.get_by_text("Loss weights and thresholds").wait_for()
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_role("option", name="IDEC", exact=True).click()
+    fast = page.get_by_role("button", name="fast demo")
+    if "selected" not in (fast.get_attribute("kind") or ""):  # clicking a selected option would deselect it
+        fast.click()
+    page.get_by_role("button", name="Start").click()
+    wait_for_chart(page, "ACC · NMI · ARI", "ACC", at_least=2, timeout_s=150)
+    page.screenshot(path=SCREENSHOTS / "train.png", full_page=True)
+
+    (run_dir,) = [p.parent for p in runs.glob("*/config.json")]
+    store = RunStore(run_dir)
+    config = store.read_config()
+    assert config["method"] == "idec" and config["preset"] == "fast" and config["data"] == "digits"
+
+    # Reload while training: the run goes on, and the page finds it again.
+    epoch_before = int(store.read_metrics()["epoch"].max())
+    page.reload()
+    page.get_by_text(store.id).first.wait_for()
+    wait_for_chart(page, "ACC · NMI · ARI", "ACC", at_least=2, timeout_s=30)
+    assert store.read_status()["state"] in ("running", "finished")
+    deadline = time.monotonic() + 60
+    while int(store.read_metrics()["epoch"].max()) <= epoch_before and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert int(store.read_metrics()["epoch"].max()) > epoch_before, "training did not continue after the reload"
+
+    # Explore: the t-SNE of the run with its centroids drawn.
+    page.get_by_role("link", name="Explore").click()
+    scatter = None
+    deadline = time.monotonic() + 120
+    while scatter is None and time.monotonic() < deadline:
+        scatter = next((c for c in charts(page) if c["traces"].get("centroids", 0) > 0), None)
+        page.wait_for_timeout(500)
+    assert scatter is not None, f"no scatter with centroids; charts: {charts(page)}"
+    assert scatter["traces"]["centroids"] == 10 and scatter["traces"]["samples"] == 1797
+    page.screenshot(path=SCREENSHOTS / "explore.png", full_page=True)
+
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_text("Select rows to compare").wait_for()
+    page.screenshot(path=SCREENSHOTS / "runs.png", full_page=True)
