@@ -5,6 +5,12 @@ import torch
 from torch import Tensor
 
 
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """``||a_i − b_j||²`` for (N, d) and (M, d), (N, M); differentiable at zero distance, unlike ``cdist``."""
+    dist2 = a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2.0 * a @ b.T
+    return dist2.clamp_min(0.0)
+
+
 def student_t_assign(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor:
     """Soft assignment of DEC: a Student-t kernel between codes and centroids, row-normalised.
 
@@ -20,7 +26,7 @@ def student_t_assign(z: Tensor, centroids: Tensor, alpha: float = 1.0) -> Tensor
     -------
     (N, K) tensor whose rows sum to 1.
     """
-    dist2 = torch.cdist(z, centroids).pow(2)  # (N, K)
+    dist2 = squared_distances(z, centroids)  # (N, K)
     kernel = (1.0 + dist2 / alpha).pow(-(alpha + 1.0) / 2.0)
     return kernel / kernel.sum(1, keepdim=True)
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from core.methods.ae_kmeans import AEKMeans
 from core.methods.base import Batch, Method
+from core.methods.cdc import CDC
 from core.methods.dec import DEC
 from core.methods.idec import IDEC
 from core.methods.kmeans import KMeansPixels
 
-REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC)}
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC, CDC)}
 
 
 def get_method(name: str) -> type[Method]:
