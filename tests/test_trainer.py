@@ -117,7 +117,7 @@ def test_second_run_with_a_new_alpha_reuses_the_pretrained_autoencoder(digits_su
     pretrain = metrics[metrics["phase"] == "pretrain"]
     assert len(pretrain) == 1 and pretrain["cached"].iloc[0] == 1.0
     z_first = encode_all(first.method, first.model.cpu(), torch.from_numpy(digits_subset.x[:5]))
-    cached = AutoencoderCache().load(second._cache_key(), torch.device("cpu"))
+    cached = AutoencoderCache().load(second.pretrain_key, torch.device("cpu"))
     assert cached is not None
     # a different seed is a different autoencoder
     third, _, store3 = run("idec", digits_subset, tmp_path / "c", seed=1)

@@ -10,6 +10,7 @@ Nothing in this file knows a particular method.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -281,7 +282,9 @@ class Trainer:
         self.store.write_status("finished", reason=self.finish_reason or "all epochs done")
 
     # -- pretraining cache ------------------------------------------------------------------------
-    def _cache_key(self) -> dict:
+    @functools.cached_property
+    def pretrain_key(self) -> dict:
+        """What identifies this run's pretrained autoencoder in the cache (hashing the data once)."""
         return {"data": self.dataset.fingerprint(), "shape": list(self.dataset.shape), "seed": self.config.seed,
                 "epochs": self.config.trainer.pretrain_epochs, "batch_size": self.config.trainer.batch_size,
                 **self.method.pretrain_signature()}
@@ -290,7 +293,7 @@ class Trainer:
         part = self.method.pretrained_part(self.model)
         if part is None:
             return False
-        state = self.cache.load(self._cache_key(), self.device)
+        state = self.cache.load(self.pretrain_key, self.device)
         if state is None:
             return False
         part.load_state_dict(state)
@@ -300,7 +303,7 @@ class Trainer:
     def _save_pretrained(self) -> None:
         part = self.method.pretrained_part(self.model)
         if part is not None:
-            self.cache.save(self._cache_key(), part.state_dict())
+            self.cache.save(self.pretrain_key, part.state_dict())
 
     # -- helpers -----------------------------------------------------------------------------------
     def _phase_epochs(self, phase: str) -> int:
