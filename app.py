@@ -1,5 +1,58 @@
-"""ClusterLab's Streamlit entry point (placeholder until the app issue lands)."""
+"""ClusterLab: train deep clustering methods and watch them learn.
+
+Start with ``streamlit run app.py``. This file only routes: it registers the four pages, draws the
+sidebar (the device, the followed run) and starts the background projector, whose UMAP warm-up
+then runs while the user is still choosing data.
+"""
+from __future__ import annotations
+
 import streamlit as st
 
-st.title("ClusterLab")
-st.write("Deep clustering you can watch. Train from the command line: `python -m core train --method idec`.")
+from core.launch import run_progress
+from pages import common
+
+PAGES = [
+    st.Page("pages/data.py", title="Data", icon=":material/dataset:", default=True),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
+]
+SIDEBAR_INTERVAL_S = 2.0
+
+
+def draw_run_status() -> None:
+    """The followed run's state, epoch and ACC; polls while the run is active."""
+    store = common.attached_run()
+    if store is None:
+        st.caption("No run yet.")
+        return
+    active = run_progress(store).active
+
+    @st.fragment(run_every=SIDEBAR_INTERVAL_S if active else None)
+    def status():
+        progress = run_progress(store)
+        st.markdown(f"**Run** `{store.id}`")
+        common.state_badge(progress.state)
+        st.progress(progress.fraction, text=f"{progress.phase} · epoch {progress.epoch}/{progress.total_epochs or '?'}")
+        metrics = progress.metrics
+        if len(metrics) and "acc" in metrics and metrics["acc"].notna().any():
+            st.caption(f"ACC {metrics['acc'].dropna().iloc[-1]:.3f} · NMI {metrics['nmi'].dropna().iloc[-1]:.3f}")
+        if active and not progress.active:
+            st.rerun()
+
+    status()
+
+
+def main() -> None:
+    st.set_page_config(page_title="ClusterLab", page_icon=":material/bubble_chart:", layout="wide")
+    common.projector()  # start the frame worker (and its UMAP warm-up) with the app
+    navigation = st.navigation(PAGES)
+    with st.sidebar:
+        st.markdown("### ClusterLab")
+        st.caption(f"Device: **{common.device_name()}**")
+        draw_run_status()
+    with common.app_shell():
+        navigation.run()
+
+
+main()

@@ -1,0 +1,144 @@
+"""What every page shares: session-state keys, cached resources, widget memory, the attached run.
+
+Not a page itself (``app.py`` registers only the four page files).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import runpy
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import streamlit as st
+
+from core.data import ImageDataset, load_dataset
+from core.embed import BackgroundProjector
+from core.launch import active_run_ids
+from core.repro import describe_device, resolve_device
+from core.runs import RunStore, default_runs_dir
+
+# -- session-state keys (one place, so pages cannot drift apart) ------------------------------------
+DATA = "data"                  # built-in name or path of the uploaded npz chosen on the Data page
+ACTIVE_RUN = "active_run"      # id of the run the Train page and the sidebar follow
+EXPLORE_RUN = "explore.run"    # id of the run shown on Explore
+EXPLORE_PLAYING = "explore.playing"
+TRAIN_CONFIG = "train.config"  # the RunConfig dict the Train page's widgets currently describe
+RUN_QUERY = "run"              # ?run=<id> in the URL: a reload re-attaches to the same run
+
+DEFAULT_DATA = "digits"
+APP_SCRIPT = Path(__file__).resolve().parents[1] / "app.py"
+
+
+# -- the app shell around every page ----------------------------------------------------------------
+_shell = threading.local()  # Streamlit runs each session's script in its own thread
+
+
+@contextlib.contextmanager
+def app_shell():
+    """Context in which ``app.py`` runs the chosen page (sidebar drawn, pages registered)."""
+    _shell.active = True
+    try:
+        yield
+    finally:
+        _shell.active = False
+
+
+def run_page(render: Callable[[], None]) -> None:
+    """Draw a page, through ``app.py`` when Streamlit started the page file on its own.
+
+    Because a ``pages/`` folder exists, Streamlit's first session after a server start runs in the
+    legacy multipage mode until ``app.py`` has called ``st.navigation`` once; if that session opens
+    ``/train`` directly (a bookmarked or reloaded tab), Streamlit runs ``pages/train.py`` without
+    ``app.py``: no sidebar, and every module in ``pages/`` listed as a page. Running ``app.py``
+    from here registers the real pages, which then draws this one.
+    """
+    if getattr(_shell, "active", False):
+        render()
+    else:
+        runpy.run_path(str(APP_SCRIPT), run_name="__main__")
+
+
+# -- resources shared by every session ------------------------------------------------------------
+@st.cache_resource(show_spinner=False)
+def projector() -> BackgroundProjector:
+    """The frame worker process; started (and UMAP warmed up) once, when the app starts."""
+    return BackgroundProjector(warm_up=os.environ.get("CLUSTERLAB_UMAP_WARMUP", "1") != "0")
+
+
+@st.cache_resource(show_spinner=False)
+def device_name() -> str:
+    return describe_device(resolve_device("auto"))
+
+
+@st.cache_resource(show_spinner="Loading the data set…", max_entries=4)
+def load_data(name: str) -> ImageDataset:
+    """The data set, shared read-only by all sessions (a copy per rerun would cost 200 MB for MNIST)."""
+    return load_dataset(name)
+
+
+def runs_dir() -> Path:
+    return default_runs_dir()
+
+
+# -- widget memory ---------------------------------------------------------------------------------
+def remember(widget, key: str, default, **kwargs):
+    """Draw ``widget`` under ``key`` and keep its value when the user visits another page.
+
+    Streamlit forgets the state of widgets that were not drawn in a run; a plain session-state copy
+    (``_`` + key) survives and restores the widget when the page comes back.
+    """
+    backup = f"_{key}"
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get(backup, default)
+    value = widget(key=key, **kwargs)
+    st.session_state[backup] = value
+    return value
+
+
+# -- the data set and the run the pages follow ------------------------------------------------------
+def chosen_data() -> str:
+    return st.session_state.get(DATA, DEFAULT_DATA)
+
+
+def data_label(name: str) -> str:
+    """``digits`` → ``digits``; ``/…/uploads/my_set.npz`` → ``my_set (upload)``."""
+    return f"{Path(name).stem} (upload)" if name.endswith(".npz") else name
+
+
+def attach(run_id: str) -> None:
+    """Follow ``run_id`` on Train and in the sidebar, and put it in the URL for reloads."""
+    st.session_state[ACTIVE_RUN] = run_id
+    st.query_params[RUN_QUERY] = run_id
+
+
+def attached_run() -> RunStore | None:
+    """The followed run: this session's, else the URL's (after a reload), else the newest live one."""
+    run_id = st.session_state.get(ACTIVE_RUN) or st.query_params.get(RUN_QUERY)
+    if run_id and (runs_dir() / run_id / "config.json").exists():
+        st.session_state[ACTIVE_RUN] = run_id
+        return RunStore(runs_dir() / run_id)
+    live = active_run_ids(runs_dir())
+    if live:
+        st.session_state[ACTIVE_RUN] = live[0]
+        return RunStore(runs_dir() / live[0])
+    return None
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+STATE_BADGES = {"queued": ("queued", "gray"), "running": ("running", "blue"), "finished": ("finished", "green"),
+                "stopped": ("stopped", "orange"), "failed": ("failed", "red"), "died": ("process died", "red"),
+                "unknown": ("unknown", "gray")}
+
+
+def state_badge(state: str) -> None:
+    label, colour = STATE_BADGES.get(state, (state, "gray"))
+    st.badge(label, color=colour)

@@ -1,0 +1,94 @@
+"""Runs page: every run in a table, chosen runs' curves overlaid, downloads, stop and delete."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.launch import run_state, stop_run
+from core.runs import ACTIVE_STATES, RunStore, list_runs
+from pages import charts, common
+
+CURVES = {"acc": "ACC", "nmi": "NMI", "ari": "ARI", "loss": "total loss", "changed": "labels changed"}
+OVERLAY_DEFAULT = 3
+
+
+# -- compute --------------------------------------------------------------------------------------
+def runs_table() -> pd.DataFrame:
+    """``list_runs`` with the state checked against the process table (a killed run shows as died)."""
+    runs = list_runs(common.runs_dir())
+    if len(runs):
+        runs["state"] = [run_state(RunStore(common.runs_dir() / r)) for r in runs["id"]]
+    return runs
+
+
+def curves_of(run_ids: list[str]) -> dict[str, pd.DataFrame]:
+    return {r: RunStore(common.runs_dir() / r).read_metrics() for r in run_ids}
+
+
+# -- ui -------------------------------------------------------------------------------------------
+def table_ui(runs: pd.DataFrame) -> list[str]:
+    """The run table; returns the ids of the rows the user selected (the newest few when none)."""
+    event = st.dataframe(
+        runs, key="runs.table", on_select="rerun", selection_mode="multi-row", hide_index=True,
+        column_config={"id": st.column_config.TextColumn("run", width="large"),
+                       "acc": st.column_config.NumberColumn("ACC", format="%.3f"),
+                       "nmi": st.column_config.NumberColumn("NMI", format="%.3f"),
+                       "ari": st.column_config.NumberColumn("ARI", format="%.3f"),
+                       "epoch": st.column_config.NumberColumn("epoch", format="%d")})
+    rows = list(event.selection.rows) if event is not None else []
+    return [runs.iloc[i]["id"] for i in rows] if rows else list(runs["id"].head(OVERLAY_DEFAULT))
+
+
+# -- draw -----------------------------------------------------------------------------------------
+def draw_actions(store: RunStore) -> None:
+    """Downloads, Explore, Stop and Delete for one run."""
+    state = run_state(store)
+    st.markdown(f"**{store.id}**")
+    columns = st.columns(5)
+    metrics = store.read_metrics()
+    columns[0].download_button("Metrics CSV", metrics.to_csv(index=False), file_name=f"{store.id}-metrics.csv",
+                               mime="text/csv", key=f"runs.metrics.{store.id}", disabled=metrics.empty)
+    has_assignments = (store.path / "assignments.npz").exists()
+    columns[1].download_button("Assignments CSV",
+                               store.assignments_frame().to_csv(index=False) if has_assignments else "",
+                               file_name=f"{store.id}-assignments.csv", mime="text/csv",
+                               key=f"runs.assignments.{store.id}", disabled=not has_assignments,
+                               help=None if has_assignments else "written when a run finishes")
+    if columns[2].button("Explore", key=f"runs.explore.{store.id}", disabled=not store.snapshot_epochs()):
+        st.session_state[common.EXPLORE_RUN] = store.id
+        st.session_state[f"_{common.EXPLORE_RUN}"] = store.id
+        st.switch_page("pages/explore.py")
+    if columns[3].button("Stop", key=f"runs.stop.{store.id}", disabled=state not in ACTIVE_STATES):
+        stop_run(store)
+        st.toast(f"Stopping {store.id} after its current batch")
+    confirm = columns[4].checkbox("confirm delete", key=f"runs.confirm.{store.id}",
+                                  disabled=state in ACTIVE_STATES,
+                                  help="stop a running run before deleting it" if state in ACTIVE_STATES else None)
+    if confirm and columns[4].button("Delete", type="primary", key=f"runs.delete.{store.id}"):
+        store.delete()
+        for key in (common.ACTIVE_RUN, common.EXPLORE_RUN, f"_{common.EXPLORE_RUN}"):
+            if st.session_state.get(key) == store.id:
+                st.session_state.pop(key)
+        st.toast(f"Deleted {store.id}")
+        st.rerun()
+
+
+def render() -> None:
+    st.title("Runs")
+    runs = runs_table()
+    if runs.empty:
+        st.info(f"No runs in `{common.runs_dir()}` yet. Start one on the **Train** page.")
+        return
+    st.caption("Select rows to compare their curves and to download or delete them.")
+    chosen = table_ui(runs)
+    metric = common.remember(st.segmented_control, "runs.metric", "acc", label="Curve", options=list(CURVES),
+                             format_func=CURVES.get) or "acc"
+    st.plotly_chart(charts.overlay_figure(curves_of(chosen), metric, f"{CURVES[metric]} per epoch"),
+                    key="runs.overlay")
+    for run_id in chosen:
+        with st.container(border=True):
+            draw_actions(RunStore(common.runs_dir() / run_id))
+
+
+if __name__ == "__main__":
+    common.run_page(render)

@@ -1,0 +1,283 @@
+"""Train page: method, preset and knobs → a run in its own process → live progress, curves and sizes.
+
+The sliders are generated from each method's config metadata (``Config.knobs()``), never retyped.
+The live panel is a fragment that re-reads the run directory; the training process does not know
+it is watched, so a reload or a second tab simply reads the same files again.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+
+import numpy as np
+import streamlit as st
+import torch
+
+from core.config import Knob
+from core.data import DataError
+from core.embed import colour_slots
+from core.launch import RunProgress, log_tail, run_progress, start_run, stop_run
+from core.methods import REGISTRY, get_method
+from core.runs import RunStore
+from core.train import RunConfig, TrainerConfig
+from pages import charts, common
+
+LIVE_INTERVAL_S = 1.5
+PRESETS = {"fast": "fast demo", "paper": "paper", "": "defaults"}
+TRAINING_KNOBS = ("pretrain_epochs", "epochs", "batch_size", "lr", "pretrain_lr")
+ARCHITECTURE_KNOBS = ("autoencoder", "latent_dim")  # have symbols, but are not what one tunes per run
+# trainer knobs that mean nothing without a phase (None: without any trained phase)
+HIDDEN_WITHOUT_PHASE = {"pretrain_epochs": "pretrain", "epochs": "cluster", "batch_size": None}
+
+
+# -- ui -------------------------------------------------------------------------------------------
+def method_ui() -> str:
+    names = list(REGISTRY)
+    return common.remember(st.selectbox, "train.method", "idec" if "idec" in names else names[0],
+                           label="Method", options=names, format_func=lambda n: REGISTRY[n].title)
+
+
+def preset_ui() -> str | None:
+    preset = common.remember(st.segmented_control, "train.preset", "fast", label="Preset",
+                             options=list(PRESETS), format_func=PRESETS.get,
+                             help="fast demo: short, for a class on a laptop · paper: the published settings")
+    return preset or None  # "" and a deselected control both mean "method defaults"
+
+
+def log_grid(low: float, high: float, value: float) -> list[float]:
+    """1-2-5 steps per decade between ``low`` and ``high``, plus ``value`` itself."""
+    grid = {value}
+    for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        for mantissa in (1, 2, 5):
+            candidate = float(f"{mantissa}e{exponent}")
+            if low - 1e-15 <= candidate <= high + 1e-15:
+                grid.add(candidate)
+    return sorted(grid)
+
+
+def knob_label(knob: Knob) -> str:
+    """``α — alpha``; just ``tol`` when the symbol is the name."""
+    return knob.name if not knob.symbol or knob.symbol == knob.name else f"{knob.symbol} — {knob.name}"
+
+
+def knob_ui(knob: Knob, value, key: str):
+    """One widget for one config field: slider, log slider, select box or toggle, labelled with its symbol."""
+    label, help_text = knob_label(knob), knob.help
+    if knob.choices is not None:
+        return common.remember(st.selectbox, key, value, label=label, options=list(knob.choices), help=help_text)
+    if knob.type is bool:
+        return common.remember(st.toggle, key, bool(value), label=label, help=help_text)
+    if knob.min is None or knob.max is None:
+        return common.remember(st.number_input, key, value, label=label, help=help_text)
+    if knob.log:
+        return common.remember(st.select_slider, key, float(value), label=label, help=help_text,
+                               options=log_grid(float(knob.min), float(knob.max), float(value)),
+                               format_func=lambda v: f"{v:g}")
+    if knob.type is int:
+        return common.remember(st.slider, key, int(value), label=label, help=help_text, min_value=int(knob.min),
+                               max_value=int(knob.max), step=int(knob.step or 1))
+    step = float(knob.step or (float(knob.max) - float(knob.min)) / 100)
+    decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+    return common.remember(st.slider, key, float(value), label=label, help=help_text, min_value=float(knob.min),
+                           max_value=float(knob.max), step=step, format=f"%.{decimals}f")
+
+
+def group_knobs(method: str) -> dict[str, list[Knob]]:
+    """Split the method's and trainer's knobs into what the page shows where.
+
+    ``weights``: the method's symbols (α, γ, λ, η, β, T, tol …) — what a researcher tunes;
+    ``training``: epochs, batch size, learning rates; ``advanced``: the rest.
+    """
+    method_cls = get_method(method)
+    groups: dict[str, list[Knob]] = {"weights": [], "training": [], "advanced": []}
+    for knob in TrainerConfig.knobs():
+        if knob.name in HIDDEN_WITHOUT_PHASE:
+            phase = HIDDEN_WITHOUT_PHASE[knob.name]
+            if not method_cls.phases or (phase is not None and phase not in method_cls.phases):
+                continue  # e.g. no epochs slider for k-means on pixels, which trains nothing
+        groups["training" if knob.name in TRAINING_KNOBS else "advanced"].append(knob)
+    for knob in method_cls.Config.knobs():
+        if knob.name in TRAINING_KNOBS:
+            groups["training"].append(knob)
+        elif knob.symbol and knob.name not in ARCHITECTURE_KNOBS:
+            groups["weights"].append(knob)
+        else:
+            groups["advanced"].append(knob)
+    order = {name: i for i, name in enumerate(TRAINING_KNOBS)}
+    groups["training"].sort(key=lambda k: order.get(k.name, len(order)))
+    return groups
+
+
+def settings_ui(data: str, n_classes: int | None) -> RunConfig:
+    """Every widget of the left column; returns the run configuration they describe."""
+    method = method_ui()
+    st.caption(_method_blurb(method))
+    preset = preset_ui()
+    base = RunConfig.build(method, data, preset=preset)  # the values the widgets start from
+    scope = f"train.{method}.{preset or 'defaults'}"    # a new preset or method starts fresh widgets
+    groups = group_knobs(method)
+    overrides = {}
+
+    def draw(knobs):
+        for knob in knobs:
+            source = base.trainer if knob.name in base.trainer.field_names() else base.params
+            overrides[knob.name] = knob_ui(knob, getattr(source, knob.name), f"{scope}.{knob.name}")
+
+    if groups["weights"]:
+        st.markdown("**Loss weights and thresholds**")
+        draw(groups["weights"])
+    st.markdown("**Training**")
+    k_default = n_classes or 10
+    n_clusters = common.remember(st.slider, "train.k", k_default, label="K — clusters", min_value=2,
+                                 max_value=max(50, k_default), help="number of clusters (default: the number "
+                                                                    "of classes)")
+    draw(groups["training"])
+    seed = common.remember(st.number_input, "train.seed", 0, label="seed", min_value=0, max_value=2**31 - 1,
+                           help="same seed, same data, same settings → the same run")
+    device = common.remember(st.selectbox, "train.device", "auto", label="device", options=device_options(),
+                             help="auto picks a CUDA GPU, then Apple's MPS, then the CPU")
+    with st.expander("Advanced"):
+        draw(groups["advanced"])
+    return RunConfig.build(method, data, int(seed), preset, overrides, device=device, n_clusters=int(n_clusters))
+
+
+def device_options() -> list[str]:
+    options = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        options += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        options.append("mps")
+    return options
+
+
+def _method_blurb(method: str) -> str:
+    """The first line of the method module's docstring (which names the paper)."""
+    method_cls = get_method(method)
+    doc = (inspect.getmodule(method_cls).__doc__ or "").strip()
+    first = doc.splitlines()[0] if doc else method_cls.title
+    return re.sub(r",?\s*spec ``[^`]*``\.?$", "", first)  # the spec file is for developers, not users
+
+
+# -- draw -----------------------------------------------------------------------------------------
+def progress_text(progress: RunProgress) -> str:
+    """"cluster · epoch 20/36 · batch 3/8 · ETA ≤ 0:42" (the ETA is an upper bound: methods may converge early)."""
+    parts = [progress.phase, f"epoch {progress.epoch}/{progress.total_epochs or '?'}"]
+    if progress.active and progress.batch is not None and progress.batches:
+        parts.append(f"batch {progress.batch + 1}/{progress.batches}")
+    if progress.active:
+        parts.append(f"ETA ≤ {common.format_duration(progress.eta_seconds)}")
+    else:
+        parts.append(f"took {common.format_duration(progress.elapsed_seconds)}")
+    return " · ".join(parts)
+
+
+def live_figures(progress: RunProgress, store: RunStore) -> dict[str, object]:
+    """The live panel's three charts, built from what the run directory holds now."""
+    slots = None
+    if progress.sizes is not None:
+        snapshot = store.load_snapshot(store.snapshot_epochs()[-1])
+        truth = store.load_snapshot_indices().get("labels")
+        slots = colour_slots(truth, snapshot.get("labels"), len(progress.sizes))
+    return {"loss": charts.loss_figure(progress.metrics), "scores": charts.scores_figure(progress.metrics),
+            "sizes": charts.sizes_figure(progress.sizes, slots)}
+
+
+def draw_scores(metrics) -> None:
+    columns = st.columns(4)
+    last = metrics.iloc[-1] if len(metrics) else {}
+    before = metrics.iloc[-2] if len(metrics) > 1 else {}
+    for column, (key, name) in zip(columns, charts.SCORES.items()):
+        value = last.get(key, float("nan")) if len(metrics) else float("nan")
+        previous = before.get(key, float("nan")) if len(before) else float("nan")
+        delta = None if not (value == value and previous == previous) else f"{value - previous:+.3f}"
+        column.metric(name, "—" if value != value else f"{value:.3f}", delta)
+    changed = last.get("changed", float("nan")) if len(metrics) else float("nan")
+    columns[3].metric("labels changed", "—" if changed != changed else f"{changed:.1%}")
+
+
+def draw_live(store: RunStore) -> RunProgress:
+    """The body of the live panel: read the run, draw progress, scores and charts; returns what it read."""
+    progress = run_progress(store)
+    config = store.read_config()
+    header, badge = st.columns([5, 1], vertical_alignment="center")
+    header.markdown(f"**{get_method(config['method']).title}** on **{common.data_label(str(config.get('data')))}** "
+                    f"· `{store.id}`")
+    with badge:
+        common.state_badge(progress.state)
+    st.progress(progress.fraction, text=progress_text(progress))
+    if progress.stop_requested:
+        st.info("Stopping after the current batch (a checkpoint is written first)…")
+    if progress.state in ("failed", "died"):
+        st.error(f"The run {('failed: ' + progress.reason) if progress.state == 'failed' else 'process died'}"
+                 f"{'' if progress.state == 'failed' else ': ' + progress.reason}.")
+        tail = log_tail(store)
+        if tail:
+            with st.expander("What the training process wrote last"):
+                st.code(tail, language=None)
+    elif progress.state == "stopped":
+        st.warning(f"Stopped at epoch {progress.epoch}: {progress.reason}. The last checkpoint is kept.")
+    elif progress.state == "finished":
+        st.success(f"Finished: {progress.reason}. Open **Explore** to watch the latent space evolve.")
+    draw_scores(progress.metrics)
+    figures = live_figures(progress, store)
+    left, middle, right = st.columns(3)
+    left.plotly_chart(figures["loss"], key="live.loss")
+    middle.plotly_chart(figures["scores"], key="live.scores")
+    right.plotly_chart(figures["sizes"], key="live.sizes")
+    return progress
+
+
+def render() -> None:
+    st.title("Train")
+    data = common.chosen_data()
+    try:
+        dataset = common.load_data(data)
+    except DataError as err:
+        st.error(f"The chosen data set cannot be loaded: {err} Pick another one on the Data page.")
+        return
+    store = common.attached_run()
+    settings, live = st.columns([1, 2.6], gap="large")
+    with settings:
+        st.markdown(f"Data: **{common.data_label(data)}** · {len(dataset):,} images "
+                    f"({dataset.shape[1]}×{dataset.shape[2]})")
+        actions = st.container()  # Start/Stop above the long list of sliders, filled once they are read
+        try:
+            config = settings_ui(data, dataset.n_classes)
+        except ValueError as err:
+            st.error(f"These settings cannot be used: {err}")
+            return
+        st.session_state[common.TRAIN_CONFIG] = config.to_dict()
+        running = store is not None and run_progress(store).active
+        start_col, stop_col = actions.columns(2)
+        if start_col.button("Start", type="primary", disabled=running, key="train.start", width="stretch",
+                            help="a run is in progress: stop it first" if running else "train in a separate process"):
+            new = start_run(config, common.runs_dir())
+            common.attach(new.id)
+            st.rerun()
+        if stop_col.button("Stop", disabled=not running, key="train.stop", width="stretch",
+                           help="finish the current batch, checkpoint, stop"):
+            stop_run(store)
+            st.rerun()
+    with live:
+        if store is None:
+            st.info("Choose the settings and press **Start**. Training runs in its own process: reloading "
+                    "this page or closing the browser does not stop it.")
+            return
+        live_panel(store, running)
+
+
+def live_panel(store: RunStore, active: bool) -> None:
+    """Poll the run directory while the run is active; one full rerun when it ends (to re-enable Start)."""
+
+    @st.fragment(run_every=LIVE_INTERVAL_S if active else None)
+    def panel():
+        progress = draw_live(store)
+        if active and not progress.active:
+            st.rerun()
+
+    panel()
+
+
+if __name__ == "__main__":
+    common.run_page(render)

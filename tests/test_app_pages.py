@@ -1,0 +1,206 @@
+"""Every page under Streamlit's AppTest, and the plain functions behind the live fragments.
+
+AppTest runs the real ``app.py`` (navigation, sidebar) on the offline default data set. Runs and
+caches go to each test's temporary folder (``conftest.isolated_dirs``).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.data import DataError
+from core.embed import compute_frames, epoch_view
+from core.launch import run_progress
+from core.runs import RunStore
+from pages import charts, common, explore, train
+from pages import data as data_page
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def app(monkeypatch):
+    # No UMAP warm-up: no test here shows UMAP, and the compile would only slow the others down.
+    monkeypatch.setenv("CLUSTERLAB_UMAP_WARMUP", "0")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def open_page(at: AppTest, name: str) -> AppTest:
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def plotly_figures(at: AppTest) -> dict[str, dict]:
+    """The figures drawn on the page, by widget key, as plotly JSON."""
+    return {element.proto.id.split("-")[-1] if not element.key else element.key: json.loads(element.proto.spec)
+            for element in at.get("plotly_chart")}
+
+
+def n_points(trace: dict) -> int:
+    """Points in a plotly trace, whether its x is a list or plotly's base64 typed array."""
+    x = trace.get("x", [])
+    if isinstance(x, dict):
+        itemsize = np.dtype(x["dtype"]).itemsize
+        return len(base64.b64decode(x["bdata"])) // itemsize
+    return len(x)
+
+
+# -- Data -----------------------------------------------------------------------------------------
+def test_data_page_preselects_digits_and_describes_it(app):
+    assert app.selectbox(key="data.builtin").value == "digits"
+    assert app.session_state[common.DATA] == "digits"
+    shown = {m.label: m.value for m in app.metric}
+    assert shown["Images"] == "1,797" and shown["Image size"] == "8×8" and shown["Classes"] == "10"
+    assert len(app.image) == 10  # one preview strip per class
+    assert "Device:" in " ".join(m.value for m in app.sidebar.caption)
+
+
+def test_an_unreadable_data_choice_is_an_error_not_a_traceback(app, tmp_path):
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(b"this is not an npz file")
+    app.session_state[common.DATA] = str(broken)
+    at = open_page(app, "train")
+    (error,) = at.error
+    assert "cannot be loaded" in error.value and "Data page" in error.value
+
+
+def test_accept_upload_stores_a_valid_npz_and_refuses_a_bad_one():
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), y=np.repeat(np.arange(4), 10))
+    path, sentence = data_page.accept_upload("blobs.npz", buffer.getvalue(), n_clusters=4)
+    assert Path(path).is_file() and sentence.startswith("blobs.npz: 40 images of 8×8, 4 classes")
+    with pytest.raises(DataError, match="at least"):
+        data_page.accept_upload("blobs.npz", buffer.getvalue(), n_clusters=30)
+
+
+# -- Train ----------------------------------------------------------------------------------------
+def test_train_page_widgets_reach_the_run_config(app):
+    at = open_page(app, "train")
+    config = at.session_state[common.TRAIN_CONFIG]
+    assert config["method"] == "idec" and config["preset"] == "fast" and config["data"] == "digits"
+    assert config["trainer"]["epochs"] == 20  # the fast preset's value
+    at.slider(key="train.idec.fast.alpha").set_value(1.5)
+    at.slider(key="train.idec.fast.epochs").set_value(7)
+    at.select_slider(key="train.idec.fast.gamma").set_value(0.2)
+    at.slider(key="train.k").set_value(8)
+    at.number_input(key="train.seed").set_value(3)
+    at.run()
+    config = at.session_state[common.TRAIN_CONFIG]
+    assert config["params"]["alpha"] == 1.5 and config["params"]["gamma"] == 0.2
+    assert config["trainer"]["epochs"] == 7 and config["n_clusters"] == 8 and config["seed"] == 3
+
+
+def test_train_page_preset_resets_the_knobs_to_its_values(app):
+    at = open_page(app, "train")
+    at.slider(key="train.idec.fast.epochs").set_value(7).run()
+    at.segmented_control(key="train.preset").set_value("paper").run()
+    config = at.session_state[common.TRAIN_CONFIG]
+    assert config["preset"] == "paper" and config["trainer"]["epochs"] == 2000
+
+
+def test_train_page_labels_sliders_with_symbols(app):
+    at = open_page(app, "train")
+    labels = {s.label for s in at.slider} | {s.label for s in at.select_slider}
+    assert {"α — alpha", "γ — gamma", "T — update_interval", "tol"} <= labels
+
+
+def test_start_launches_the_configured_run_and_the_panel_follows_it(app, tmp_path):
+    at = open_page(app, "train")
+    at.selectbox(key="train.method").set_value("kmeans").run()  # k-means on pixels: a run of seconds
+    at.slider(key="train.kmeans.fast.restarts").set_value(2).run()
+    at.button(key="train.start").click().run()
+    run_id = at.session_state[common.ACTIVE_RUN]
+    store = RunStore(tmp_path / "runs" / run_id)
+    config = store.read_config()
+    assert config["method"] == "kmeans" and config["params"]["restarts"] == 2
+    deadline = time.monotonic() + 120
+    while run_progress(store).active and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.read_status()["state"] == "finished", (store.path / "log.txt").read_text()
+    at.run()
+    assert not at.exception
+    assert any(run_id in m.value for m in at.markdown)
+    assert any(s.value.startswith("Finished") for s in at.success)
+
+
+def test_live_figures_show_every_epoch_of_the_run(synthetic_run):
+    progress = run_progress(synthetic_run)
+    figures = train.live_figures(progress, synthetic_run)
+    scores = {t.name: len(t.x) for t in figures["scores"].data}
+    assert scores["ACC"] == 4 and scores["NMI"] == 4  # init + 3 cluster epochs
+    assert {t.name for t in figures["loss"].data} == {"total", "recon", "kl"}
+    (bars,) = figures["sizes"].data
+    assert list(bars.y) == list(progress.sizes) and len(bars.y) == 10
+    assert train.progress_text(progress).startswith("cluster · epoch 6/6 · took")
+
+
+def test_log_grid_has_one_two_five_steps_and_keeps_the_value():
+    assert train.log_grid(1e-4, 1e-2, 3e-3) == [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2]
+
+
+# -- Explore --------------------------------------------------------------------------------------
+def test_explore_page_without_runs_says_how_to_start(app):
+    at = open_page(app, "explore")
+    assert any("Train" in i.value for i in at.info)
+
+
+def test_explore_page_draws_the_epoch_with_centroids_and_confusion(app, synthetic_run):
+    app.session_state[explore.KIND_KEY] = "pca"
+    at = open_page(app, "explore")
+    figures = plotly_figures(at)
+    samples, centroids = figures["explore.scatter"]["data"]
+    assert n_points(samples) == 300 and n_points(centroids) == 10
+    assert centroids["marker"]["symbol"] == "x" and centroids["marker"]["color"] == "black"
+    assert "explore.confusion" in figures
+    assert at.select_slider(key=explore.EPOCH_KEY).value == 6
+
+
+def test_explore_play_steps_through_ready_frames():
+    assert explore.next_epoch(2, [1, 2, 4, 6]) == 4
+    assert explore.next_epoch(6, [1, 2, 4, 6]) is None
+
+
+def test_selected_points_ignore_centroid_clicks():
+    event = {"selection": {"points": [{"curve_number": 0, "point_index": 7}, {"curve_number": 1, "point_index": 2},
+                                      {"curve_number": 0, "point_index": 3}]}}
+    assert explore.selected_points(event) == [3, 7]
+
+
+def test_scatter_falls_back_to_one_colour_before_clusters_exist(synthetic_run):
+    compute_frames(synthetic_run, "pca")
+    pretraining = epoch_view(synthetic_run, "pca", 1)
+    figure = charts.scatter_figure(pretraining, "cluster", np.arange(10), [str(i) for i in range(10)])
+    samples, centroids = figure.data
+    assert samples.marker.color == "#4e79a7" and len(centroids.x) == 0
+    clustered = epoch_view(synthetic_run, "pca", 6)
+    figure = charts.scatter_figure(clustered, "changed", np.arange(10), [str(i) for i in range(10)])
+    colours = np.asarray(figure.data[0].marker.color)
+    assert (colours == "#e15759").sum() == clustered.changed.sum()
+
+
+# -- Runs -----------------------------------------------------------------------------------------
+def test_runs_page_lists_runs_with_downloads(app, synthetic_run):
+    at = open_page(app, "runs")
+    (table,) = at.dataframe
+    assert synthetic_run.id in list(table.value["id"]) and list(table.value["state"]) == ["finished"]
+    assert {b.label for b in at.download_button} == {"Metrics CSV", "Assignments CSV"}
+    figures = plotly_figures(at)
+    (line,) = figures["runs.overlay"]["data"]
+    assert line["name"] == synthetic_run.id and n_points(line) == 4
+
+
+def test_runs_page_without_runs(app):
+    at = open_page(app, "runs")
+    assert any("No runs" in i.value for i in at.info)
