@@ -1,4 +1,4 @@
-"""Deep methods beat k-means on pixels on real digits (a 3,000-image slice of MNIST's test split)."""
+"""Deep methods beat k-means on pixels on real digits: scikit-learn's digits and a slice of MNIST."""
 import numpy as np
 import pytest
 
@@ -29,3 +29,14 @@ def test_idec_and_dec_beat_kmeans_on_pixels(mnist_slice, tmp_path):
     dec = final_acc("dec", mnist_slice, tmp_path, **BUDGET)  # reuses IDEC's cached autoencoder
     assert idec > pixels + 0.05, (idec, pixels)
     assert dec > pixels + 0.05, (dec, pixels)
+
+
+@pytest.mark.parametrize("method", ["idec", "cdc"])
+def test_fast_preset_on_digits_beats_kmeans_on_pixels(method, tmp_path):
+    digits = load_dataset("digits")
+    config = RunConfig.build("kmeans", "digits", seed=0, preset="fast")
+    store = RunStore.create(tmp_path, "kmeans", config.to_dict())
+    pixels = Trainer(config, digits, store).run()["acc"]
+    config = RunConfig.build(method, "digits", seed=0, preset="fast")
+    store = RunStore.create(tmp_path, method, config.to_dict())
+    assert Trainer(config, digits, store).run()["acc"] > pixels

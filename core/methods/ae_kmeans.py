@@ -14,7 +14,7 @@ class AEKMeans(AutoencoderMethod):
     @classmethod
     def presets(cls, dataset):
         return {"paper": {"pretrain_epochs": pretrain_epochs_paper(dataset)},
-                "fast": {"pretrain_epochs": 15, "kmeans_restarts": 5}}
+                "fast": {"batch_size": 64, "pretrain_epochs": 30, "kmeans_restarts": 5}}
 
 
 def pretrain_epochs_paper(dataset: str) -> int:

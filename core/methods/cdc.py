@@ -122,7 +122,7 @@ class CDC(DEC):
     def presets(cls, dataset):
         return {"paper": {"max_iter": 5000, "epochs": 2000},
                 "paper-equations": {"paper_forms": True, "detach_affinity_target": True, "epochs": 2000},
-                "fast": {"pretrain_epochs": 10, "epochs": 20, "max_iter": 2000, "update_interval": 20,
+                "fast": {"pretrain_epochs": 30, "epochs": 30, "max_iter": 1000, "update_interval": 30,
                          "kmeans_restarts": 5}}
 
     @classmethod

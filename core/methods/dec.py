@@ -10,6 +10,9 @@ from core.losses import kl_clustering_loss, student_t_assign, target_distributio
 from core.methods.ae_kmeans import pretrain_epochs_paper
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all
 
+# A demo budget: small batches give the autoencoder enough steps on small sets such as digits.
+FAST = {"batch_size": 64, "pretrain_epochs": 30, "epochs": 30, "update_interval": 30, "kmeans_restarts": 5}
+
 
 @dataclass(frozen=True)
 class DECConfig(AutoencoderConfig):
@@ -44,7 +47,7 @@ class DEC(AutoencoderMethod):
     @classmethod
     def presets(cls, dataset):
         return {"paper": {"pretrain_epochs": pretrain_epochs_paper(dataset), "epochs": 2000},
-                "fast": {"update_interval": 10, "pretrain_epochs": 15, "epochs": 20, "kmeans_restarts": 5}}
+                "fast": FAST}
 
     def optimizer(self, model, phase):
         if phase == "pretrain":
