@@ -17,7 +17,7 @@ PAGES = [
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
-SIDEBAR_INTERVAL_S = 2.0
+SIDEBAR_INTERVAL_S = 5.0  # a glance; the Train page has the detailed, faster panel
 
 
 def draw_run_status() -> None:

@@ -20,7 +20,7 @@ from core.metrics import aligned_confusion
 from core.runs import ACTIVE_STATES, RunStore, list_runs
 from pages import charts, common
 
-POLL_INTERVAL_S = 1.0
+POLL_INTERVAL_S = 2.0  # while frames are computing or the run is training
 PLAY_INTERVAL_S = 0.8
 GALLERY_LIMIT = 60
 EPOCH_KEY = "explore.epoch"

@@ -23,7 +23,7 @@ from core.runs import RunStore
 from core.train import RunConfig, TrainerConfig
 from pages import charts, common
 
-LIVE_INTERVAL_S = 1.5
+LIVE_INTERVAL_S = 2.0  # each refresh costs the browser and the server CPU that training on the same cores misses
 PRESETS = {"fast": "fast demo", "paper": "paper", "": "defaults"}
 TRAINING_KNOBS = ("pretrain_epochs", "epochs", "batch_size", "lr", "pretrain_lr")
 ARCHITECTURE_KNOBS = ("autoencoder", "latent_dim")  # have symbols, but are not what one tunes per run

@@ -137,6 +137,19 @@ def wait_for_chart(page, title: str, trace: str, at_least: int, timeout_s: float
     raise AssertionError(f"no chart {title!r} with {at_least} points in {trace!r} after {timeout_s} s; saw {seen}")
 
 
+def wait_for_scatter(page, accept, timeout_s: float) -> dict:
+    """Poll until a chart's traces (name → points) satisfy ``accept``."""
+    deadline = time.monotonic() + timeout_s
+    seen = []
+    while time.monotonic() < deadline:
+        seen = charts(page)
+        found = next((c for c in seen if accept(c["traces"])), None)
+        if found is not None:
+            return found
+        page.wait_for_timeout(500)
+    raise AssertionError(f"no matching scatter after {timeout_s} s; saw {seen}")
+
+
 def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     url, runs = app_url
     page.goto(url)
@@ -157,7 +170,11 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     if fast.get_attribute("aria-checked") != "true":  # clicking the selected option would deselect it
         fast.click()
     page.get_by_role("button", name="Start").click()
+    started = time.monotonic()
+    wait_for_chart(page, "Loss per term", "total", at_least=1, timeout_s=60)
+    timeline = {"first loss point after Start": time.monotonic() - started}
     wait_for_chart(page, "ACC · NMI · ARI", "ACC", at_least=2, timeout_s=150)
+    timeline["two ACC points after Start"] = time.monotonic() - started
     screenshot(page, "train")
 
     (run_dir,) = [p.parent for p in runs.glob("*/config.json")]
@@ -176,17 +193,16 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
         time.sleep(0.5)
     assert int(store.read_metrics()["epoch"].max()) > epoch_before, "training did not continue after the reload"
 
-    # Explore: the t-SNE of the run with its centroids drawn.
+    # Explore: the background t-SNE of the run appears; PCA (immediate) shows the centroids at once.
     page.get_by_role("link", name="Explore").click()
-    scatter = None
-    deadline = time.monotonic() + 120
-    while scatter is None and time.monotonic() < deadline:
-        scatter = next((c for c in charts(page) if c["traces"].get("centroids", 0) > 0), None)
-        page.wait_for_timeout(500)
-    assert scatter is not None, f"no scatter with centroids; charts: {charts(page)}"
-    assert scatter["traces"]["centroids"] == 10 and scatter["traces"]["samples"] == 1797
+    tsne = wait_for_scatter(page, lambda traces: traces.get("samples", 0) == 1797, timeout_s=90)
+    timeline["first t-SNE frame after Start"] = time.monotonic() - started
+    page.get_by_role("radio", name="PCA").click()
+    scatter = wait_for_scatter(page, lambda traces: traces.get("centroids", 0) > 0, timeout_s=30)
+    assert scatter["traces"]["centroids"] == 10 and scatter["traces"]["samples"] == 1797, (tsne, scatter)
     screenshot(page, "explore")
 
     page.get_by_role("link", name="Runs").click()
     wait_for_chart(page, "ACC per epoch", store.id, at_least=2, timeout_s=30)
     screenshot(page, "runs")
+    print("timeline (s):", {step: round(seconds, 1) for step, seconds in timeline.items()})  # shown with -s
