@@ -78,8 +78,8 @@ def main() -> None:
         overrides = parse_overrides(args.overrides)
         for data_name in args.data:
             dataset = load_dataset(data_name)
-            for method in args.methods:
-                for seed in args.seeds:
+            for seed in args.seeds:  # seed-major: a grid cut short still has whole seeds
+                for method in args.methods:
                     wanted = RunConfig.build(method, data_name, seed, args.preset, overrides).to_dict()
                     if comparable(wanted) in done:
                         continue
