@@ -163,12 +163,16 @@ def training_seconds(runs_dir: Path, cache_dir: Path, watch) -> float:
     os.environ["CLUSTERLAB_CACHE"] = str(cache_dir)
     store = start_run(RunConfig.build("idec", "digits", preset="fast"), runs_dir)
     stop = threading.Event()
-    watcher = watch(store, stop)
-    while run_progress(store).state in ACTIVE_STATES:
-        time.sleep(0.2)
-    stop.set()
-    if watcher is not None:
-        watcher.join()
+    watcher = None
+    try:
+        watcher = watch(store, stop)
+        while run_progress(store).state in ACTIVE_STATES:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+        store.request_stop()  # interrupted (Ctrl-C): do not leave the training process behind
     assert store.read_status()["state"] == "finished", store.read_status()
     return float(store.read_metrics()["time"].iloc[-1])
 

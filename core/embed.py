@@ -329,17 +329,41 @@ def epoch_view(store: RunStore, kind: str, epoch: int) -> EpochView | None:
     frame = load_frame(store, kind, ready[-1]) if ready else None
     if frame is None:
         return None
+    return _views(store, [frame], epoch)[0]
+
+
+def epoch_views(store: RunStore, kind: str) -> list[EpochView]:
+    """Every ready ``kind`` frame of the schedule, in order, with labels: the frames of an animation."""
+    scheduled = set(frame_epochs(store))
+    frames = [load_frame(store, kind, e) for e in ready_epochs(store, kind) if e in scheduled]
+    return _views(store, [f for f in frames if f is not None])
+
+
+def _views(store: RunStore, frames: list[Frame], asked: int | None = None) -> list[EpochView]:
+    """Join frames with their snapshots' labels, reading each snapshot once."""
     indices = store.load_snapshot_indices()
-    snapshot = store.load_snapshot(frame.epoch)
-    clusters = snapshot.get("labels")
-    earlier = [e for e in frame_epochs(store) if e < frame.epoch]
-    changed = previous_epoch = None
-    if clusters is not None and earlier:
-        previous_epoch = earlier[-1]
-        before = store.load_snapshot(previous_epoch).get("labels")
-        changed = None if before is None else clusters != before
-    return EpochView(epoch, frame, indices["indices"], indices.get("labels"), clusters,
-                     snapshot.get("confidence"), changed, previous_epoch)
+    schedule = frame_epochs(store)
+    labels: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
+
+    def labels_of(epoch: int):
+        if epoch not in labels:
+            with np.load(store.path / "snapshots" / f"epoch_{epoch:04d}.npz", allow_pickle=False) as npz:
+                labels[epoch] = (npz["labels"] if "labels" in npz.files else None,
+                                 npz["confidence"] if "confidence" in npz.files else None)
+        return labels[epoch]
+
+    views = []
+    for frame in frames:
+        clusters, confidence = labels_of(frame.epoch)
+        earlier = [e for e in schedule if e < frame.epoch]
+        changed = previous_epoch = None
+        if clusters is not None and earlier:
+            previous_epoch = earlier[-1]
+            before = labels_of(previous_epoch)[0]
+            changed = None if before is None else clusters != before
+        views.append(EpochView(frame.epoch if asked is None else asked, frame, indices["indices"],
+                               indices.get("labels"), clusters, confidence, changed, previous_epoch))
+    return views
 
 
 def colour_slots(true_labels: np.ndarray | None, clusters: np.ndarray | None, n_clusters: int) -> np.ndarray:

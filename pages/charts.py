@@ -17,7 +17,6 @@ PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b
            "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39"]
 PHASE_SHADES = {"pretrain": "rgba(120, 120, 120, 0.08)", "init": "rgba(0, 0, 0, 0)", "cluster": "rgba(78, 121, 167, 0.07)"}
 SCORES = {"acc": "ACC", "nmi": "NMI", "ari": "ARI"}
-SMOOTH_TRANSITION = {"duration": 450, "easing": "cubic-in-out"}
 SVG_POINT_LIMIT = 5000  # above this, WebGL draws faster but cannot animate between frames
 
 COLOUR_BY = {"cluster": "predicted cluster", "label": "true label", "confidence": "confidence",
@@ -30,7 +29,7 @@ def colour(slot: int) -> str:
 
 def _base_layout(title: str, height: int = 300, **extra) -> dict:
     layout = dict(title=dict(text=title, font=dict(size=15)), height=height, margin=dict(l=10, r=10, t=40, b=10),
-                  legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
+                  legend=dict(orientation="h", yanchor="top", y=-0.3, xanchor="left", x=0.0))
     layout.update(extra)
     return layout
 
@@ -49,6 +48,10 @@ def _phase_bands(metrics: pd.DataFrame) -> tuple[list[dict], list[dict]]:
     for n, first in enumerate(starts):
         last = (starts[n + 1] if n + 1 < len(starts) else len(phases)) - 1
         x0, x1 = float(epochs[first]) - 0.5, float(epochs[last]) + 0.5
+        if phases[first] == "init":  # one epoch: a line, labelled by the phases around it
+            shapes.append(dict(type="line", xref="x", yref="paper", x0=x1, x1=x1, y0=0, y1=1,
+                               line=dict(width=1, dash="dot", color="#999"), layer="below"))
+            continue
         shapes.append(dict(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=1, line=dict(width=0),
                            fillcolor=PHASE_SHADES.get(phases[first], "rgba(0,0,0,0)"), layer="below"))
         labels.append(dict(x=x0, y=1, xref="x", yref="paper", text=phases[first], showarrow=False, xanchor="left",
@@ -75,7 +78,8 @@ def loss_figure(metrics: pd.DataFrame) -> go.Figure:
             traces.append(_line(metrics["epoch"], metrics[column], column[5:], PALETTE[i % len(PALETTE)], 2))
     shapes, labels = _phase_bands(metrics)
     return go.Figure(traces, _base_layout("Loss per term", shapes=shapes, annotations=labels,
-                                          yaxis=dict(type="log"), xaxis=dict(title=dict(text="epoch"))))
+                                          yaxis=dict(type="log", tickformat=".2g"),
+                                          xaxis=dict(title=dict(text="epoch"))))
 
 
 def scores_figure(metrics: pd.DataFrame) -> go.Figure:
@@ -106,8 +110,8 @@ def sizes_figure(sizes: np.ndarray | None, slots: np.ndarray | None = None) -> g
                            line=dict(dash="dot", color="#888", width=1.5)))
         labels.append(dict(x=1, y=balanced, xref="paper", yref="y", text="balanced", showarrow=False,
                            xanchor="right", yanchor="bottom", font=dict(size=10, color="#777")))
-    return go.Figure(traces, _base_layout("Cluster sizes", showlegend=False, shapes=shapes, annotations=labels,
-                                          xaxis=dict(title=dict(text="cluster"), type="category")))
+    return go.Figure(traces, _base_layout("Cluster sizes", height=240, showlegend=False, shapes=shapes,
+                                          annotations=labels, xaxis=dict(title=dict(text="cluster"), type="category")))
 
 
 def overlay_figure(curves: dict[str, pd.DataFrame], column: str, title: str) -> go.Figure:
@@ -133,74 +137,128 @@ def frame_ranges(frames: list[np.ndarray], margin: float = 0.05) -> tuple[list[f
     return [float(low[0] - pad[0]), float(high[0] + pad[0])], [float(low[1] - pad[1]), float(high[1] + pad[1])]
 
 
-def _categorical(values: np.ndarray, slots: np.ndarray, names: list[str]) -> dict:
-    """Marker settings for categories on one trace: a stepped colour scale and a labelled colour bar.
+NO_CLUSTER = "#c8c8c8"  # points before the clusters exist (pretraining frames of an animation)
+REPLAY_FRAME_MS = 700
 
-    One trace (not one per category) keeps every point's identity from epoch to epoch, which is
-    what lets plotly animate the move and lets a selection name its samples.
-    """
-    n = len(names)
+
+def _stepped_scale(colours: list[str]) -> list[list]:
+    """A colour scale that is flat on each integer category 0 … n-1 (with cmin=-0.5, cmax=n-0.5)."""
+    n = len(colours)
     scale = []
-    for k in range(n):
-        scale += [[k / n, colour(slots[k])], [(k + 1) / n, colour(slots[k])]]
-    return dict(color=values, colorscale=scale, cmin=-0.5, cmax=n - 0.5,
+    for k, value in enumerate(colours):
+        scale += [[k / n, value], [(k + 1) / n, value]]
+    return scale
+
+
+def colour_scheme(colour_by: str, slots: np.ndarray, class_names: list[str], views: list[EpochView]) -> dict:
+    """The marker settings every frame shares for ``colour_by``, and whether it applies to these views.
+
+    Categories are integer codes on one stepped colour scale (one trace, not one per category:
+    that keeps every point's identity from epoch to epoch, which lets plotly animate the move and
+    lets a selection name its samples). For clusters, code K stands for "no cluster yet".
+    """
+    if colour_by == "cluster" and any(v.clusters is not None for v in views):
+        names = [f"cluster {k}" for k in range(len(slots))] + ["none yet"]
+        colours = [colour(s) for s in slots] + [NO_CLUSTER]
+    elif colour_by == "label" and views and views[0].true_labels is not None:
+        n = int(views[0].true_labels.max()) + 1
+        names = [class_names[k] if k < len(class_names) else str(k) for k in range(n)]
+        colours = [colour(k) for k in range(n)]
+    elif colour_by == "confidence" and any(v.confidence is not None for v in views):
+        return dict(colorscale="Viridis", cmin=0.0, cmax=1.0, colorbar=dict(title="confidence", thickness=12, len=0.9))
+    elif colour_by == "changed" and any(v.changed is not None for v in views):
+        names, colours = ["same cluster", "changed"], ["#c8c8c8", "#e15759"]
+    else:
+        return dict(colorscale=[[0, "#4e79a7"], [1, "#4e79a7"]], cmin=0, cmax=1, showscale=False)
+    n = len(names)
+    return dict(colorscale=_stepped_scale(colours), cmin=-0.5, cmax=n - 0.5,
                 colorbar=dict(tickvals=list(range(n)), ticktext=names, thickness=12, len=0.9, title=None))
 
 
+def colour_values(view: EpochView, colour_by: str, n_clusters: int) -> np.ndarray:
+    """Per-point colour codes (or confidences) of one epoch for ``colour_scheme``."""
+    n = len(view.frame.xy)
+    if colour_by == "cluster":
+        return np.full(n, n_clusters, np.int32) if view.clusters is None else view.clusters.astype(np.int32)
+    if colour_by == "label" and view.true_labels is not None:
+        return view.true_labels.astype(np.int32)
+    if colour_by == "confidence":
+        return np.zeros(n, np.float32) if view.confidence is None else view.confidence.astype(np.float32)
+    if colour_by == "changed":
+        return np.zeros(n, np.int32) if view.changed is None else view.changed.astype(np.int32)
+    return np.zeros(n, np.int32)
+
+
+def _frame_title(view: EpochView, phases: dict[int, str]) -> dict:
+    text = f"epoch {view.frame.epoch}" + (f" · {phases[view.frame.epoch]}" if view.frame.epoch in phases else "")
+    return dict(text=text, x=0.01, y=0.99, xref="paper", yref="paper", xanchor="left", yanchor="top",
+                showarrow=False, font=dict(size=14, color="#555"))
+
+
+def _frame_traces(view: EpochView, colour_by: str, n_clusters: int) -> list[dict]:
+    """What changes from epoch to epoch: positions, colours, hover text, centroids."""
+    xy, centroids = view.frame.xy, view.frame.centroids
+    hover = "sample %{customdata[0]} · label %{customdata[1]}"
+    if view.clusters is not None:
+        hover += {"cluster": "<br>cluster %{marker.color}", "confidence": "<br>confidence %{marker.color:.2f}",
+                  "changed": "<br>changed since the previous frame: %{marker.color}"}.get(colour_by, "")
+    samples = dict(type="scatter", x=xy[:, 0], y=xy[:, 1], hovertemplate=hover + "<extra></extra>",
+                   marker=dict(color=colour_values(view, colour_by, n_clusters)))
+    return [samples, dict(type="scatter", x=np.empty(0) if centroids is None else centroids[:, 0],
+                          y=np.empty(0) if centroids is None else centroids[:, 1])]
+
+
 def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_names: list[str],
-                   ranges: tuple[list[float], list[float]] | None = None, revision: str = "") -> go.Figure:
-    """The epoch's 2-D picture: one point per sample, black × per centroid.
+                   ranges: tuple[list[float], list[float]] | None = None, revision: str = "",
+                   animation: list[EpochView] = (), phases: dict[int, str] | None = None) -> go.Figure:
+    """The epoch's 2-D picture: one point per sample, black × per centroid, and a Replay of all epochs.
 
     Parameters
     ----------
-    view : the frame and its samples' labels.
-    colour_by : ``cluster``, ``label``, ``confidence`` or ``changed`` (falls back to a single colour
-        when that information does not exist yet, e.g. clusters during pretraining).
+    view : the frame and its samples' labels (what is shown at rest).
+    colour_by : ``cluster``, ``label``, ``confidence`` or ``changed``; one colour when the run has
+        no such information (e.g. clusters during pretraining).
     slots : colour slot of each cluster (its matched class), from ``core.embed.colour_slots``.
     class_names : names of the true classes.
-    ranges : fixed axis ranges (see ``frame_ranges``).
-    revision : plotly ``uirevision``; zoom and selection survive while it stays the same.
+    ranges : fixed axis ranges (see ``frame_ranges``), so the camera stays still during a replay.
+    revision : plotly ``uirevision``; zoom survives while it stays the same.
+    animation : the epochs a Replay steps through (plotly frames, played in the browser: points
+        glide from epoch to epoch without a round trip to the server).
+    phases : phase of each epoch, for the frame titles.
     """
-    xy = view.frame.xy
-    n = len(xy)
-    clusters = view.clusters if view.clusters is not None else np.full(n, -1)
+    phases = phases or {}
+    views = list(animation) or [view]
+    scheme = colour_scheme(colour_by, slots, class_names, views + [view])
+    n = len(view.frame.xy)
     labels = view.true_labels if view.true_labels is not None else np.full(n, -1)
-    confidence = view.confidence if view.confidence is not None else np.full(n, np.nan)
-    marker = dict(size=5 if n <= 3000 else 4, opacity=0.85, line=dict(width=0))
-    if colour_by == "cluster" and view.clusters is not None:
-        marker.update(_categorical(clusters, slots, [f"cluster {k}" for k in range(len(slots))]))
-    elif colour_by == "label" and view.true_labels is not None:
-        names = [class_names[k] if k < len(class_names) else str(k) for k in range(int(labels.max()) + 1)]
-        marker.update(_categorical(labels, np.arange(len(names)), names))
-    elif colour_by == "confidence" and view.confidence is not None:
-        marker.update(color=confidence, colorscale="Viridis", cmin=0.0, cmax=1.0,
-                      colorbar=dict(title="confidence", thickness=12, len=0.9))
-    elif colour_by == "changed" and view.changed is not None:
-        marker.update(color=np.where(view.changed, "#e15759", "#c8c8c8"))
-    else:
-        marker.update(color="#4e79a7")
-    trace_type = go.Scatter if n <= SVG_POINT_LIMIT else go.Scattergl
-    customdata = np.stack([view.sample_index, clusters, labels, np.nan_to_num(confidence, nan=-1)], axis=1)
-    figure = go.Figure(trace_type(
-        x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker, customdata=customdata, name="samples",
-        hovertemplate="sample %{customdata[0]}<br>cluster %{customdata[1]} · label %{customdata[2]}"
-                      "<br>confidence %{customdata[3]:.2f}<extra></extra>"))
-    centroids = view.frame.centroids
+    base_samples, base_centroids = _frame_traces(view, colour_by, len(slots))
+    base_samples.update(
+        type="scatter" if n <= SVG_POINT_LIMIT else "scattergl", mode="markers", name="samples",
+        marker=dict(base_samples["marker"], size=5 if n <= 3000 else 4, opacity=0.85, line=dict(width=0), **scheme),
+        customdata=np.stack([view.sample_index, labels], axis=1).astype(np.int32),
+        unselected=dict(marker=dict(opacity=0.25)))
     # The centroid trace is always there (empty before init) so that traces keep their places.
-    figure.add_trace(go.Scatter(
-        x=[] if centroids is None else centroids[:, 0], y=[] if centroids is None else centroids[:, 1],
-        mode="markers", name="centroids",
-        marker=dict(symbol="x", size=15, color="black", line=dict(width=1.5, color="white")),
-        hovertemplate="centroid of cluster %{pointNumber}<extra></extra>"))
-    layout = _base_layout("", height=560, showlegend=False, dragmode="lasso", uirevision=revision,
-                          transition=SMOOTH_TRANSITION, plot_bgcolor="white")
+    base_centroids.update(mode="markers", name="centroids", hovertemplate="centroid %{pointNumber}<extra></extra>",
+                          marker=dict(symbol="x", size=15, color="black", line=dict(width=1.5, color="white")),
+                          unselected=dict(marker=dict(opacity=1.0)), selected=dict(marker=dict(opacity=1.0)))
+    layout = _base_layout("", height=580, showlegend=False, dragmode="lasso", uirevision=revision,
+                          plot_bgcolor="white", annotations=[_frame_title(view, phases)])
     layout["margin"] = dict(l=10, r=10, t=10, b=10)
-    figure.update_layout(**layout)
-    figure.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, title=None,
-                        range=None if ranges is None else ranges[0])
-    figure.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, title=None, scaleanchor="x",
-                        range=None if ranges is None else ranges[1])
-    return figure
+    axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
+    layout["xaxis"] = dict(axis, range=None if ranges is None else ranges[0])
+    layout["yaxis"] = dict(axis, scaleanchor="x", range=None if ranges is None else ranges[1])
+    frames = []
+    if len(animation) > 1:
+        frames = [dict(name=str(v.frame.epoch), data=_frame_traces(v, colour_by, len(slots)),
+                       layout=dict(annotations=[_frame_title(v, phases)])) for v in animation]
+        play = dict(frame=dict(duration=REPLAY_FRAME_MS, redraw=True), fromcurrent=False, mode="immediate",
+                    transition=dict(duration=int(REPLAY_FRAME_MS * 0.8), easing="cubic-in-out"))
+        pause = dict(frame=dict(duration=0, redraw=False), mode="immediate", transition=dict(duration=0))
+        layout["updatemenus"] = [dict(type="buttons", direction="left", x=0.01, y=0.0, xanchor="left", yanchor="bottom",
+                                      pad=dict(l=4, b=4), showactive=False,
+                                      buttons=[dict(label="▶ Replay epochs", method="animate", args=[None, play]),
+                                               dict(label="⏸", method="animate", args=[[None], pause])])]
+    return go.Figure(data=[base_samples, base_centroids], layout=layout, frames=frames)
 
 
 def confusion_figure(table: np.ndarray, classes: list[str], clusters: list[int]) -> go.Figure:

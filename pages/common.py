@@ -23,7 +23,6 @@ from core.runs import RunStore, default_runs_dir
 DATA = "data"                  # built-in name or path of the uploaded npz chosen on the Data page
 ACTIVE_RUN = "active_run"      # id of the run the Train page and the sidebar follow
 EXPLORE_RUN = "explore.run"    # id of the run shown on Explore
-EXPLORE_PLAYING = "explore.playing"
 TRAIN_CONFIG = "train.config"  # the RunConfig dict the Train page's widgets currently describe
 RUN_QUERY = "run"              # ?run=<id> in the URL: a reload re-attaches to the same run
 

@@ -2,7 +2,9 @@
 
 The frames come from ``core.embed``: PCA is computed here at once (milliseconds); t-SNE and UMAP
 are asked of the background projector process, and this page shows whatever is ready, polling
-until the rest arrives. Clicking or lassoing points shows their images.
+until the rest arrives. The chart carries every ready epoch as a plotly frame, so its Replay runs
+in the browser with points gliding between epochs (Streamlit redraws a changed chart without
+transitions). Clicking or lassoing points shows their images.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from core.data import DataError
-from core.embed import (KINDS, EpochView, colour_slots, compute_frames, epoch_view, frame_epochs, load_frame,
+from core.embed import (KINDS, EpochView, colour_slots, compute_frames, epoch_view, epoch_views, frame_epochs,
                         missing_epochs, ready_epochs)
 from core.launch import run_state
 from core.metrics import aligned_confusion
@@ -21,7 +23,6 @@ from core.runs import ACTIVE_STATES, RunStore, list_runs
 from pages import charts, common
 
 POLL_INTERVAL_S = 2.0  # while frames are computing or the run is training
-PLAY_INTERVAL_S = 0.8
 GALLERY_LIMIT = 60
 EPOCH_KEY = "explore.epoch"
 KIND_KEY = "explore.kind"
@@ -65,12 +66,6 @@ def request_frames(store: RunStore, kind: str) -> None:
         compute_frames(store, "pca", max_seconds=2.0)
     else:
         common.projector().request(store.path, kind)
-
-
-def next_epoch(current: int, ready: list[int]) -> int | None:
-    """The next ready frame's epoch after ``current`` (None at the end): what Play shows next."""
-    later = [e for e in ready if e > current]
-    return later[0] if later else None
 
 
 def phase_of_epochs(store: RunStore) -> dict[int, str]:
@@ -142,19 +137,22 @@ def draw_gallery(store: RunStore, view: EpochView, points: list[int], class_name
     rows = view.sample_index[shown]
     images = to_display(dataset.x[rows], min_side=56)
     captions = []
-    for point, row in zip(shown, rows):
-        cluster = "—" if view.clusters is None else f"c{view.clusters[point]}"
-        label = ("" if view.true_labels is None
-                 else f" · {class_names[view.true_labels[point]] if view.true_labels[point] < len(class_names) else view.true_labels[point]}")
-        captions.append(f"#{row} {cluster}{label}")
+    for point in shown:
+        cluster = "no cluster" if view.clusters is None else f"c{view.clusters[point]}"
+        if view.true_labels is not None:
+            label = view.true_labels[point]
+            cluster += f" · {class_names[label] if label < len(class_names) else label}"
+        captions.append(cluster)
     if view.clusters is not None:
         counts = Counter(int(view.clusters[p]) for p in points)
         st.caption("clusters: " + ", ".join(f"c{c} × {n}" for c, n in counts.most_common()))
-    st.image(list(images), caption=captions, width=64)
+    st.image(list(images), caption=captions, width=72)
+    st.caption("Caption: predicted cluster · true label. Rows of the data set: "
+               + ", ".join(str(r) for r in rows[:20]) + (" …" if len(rows) > 20 else ""))
 
 
 def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None) -> None:
-    """Epoch slider, scatter, confusion matrix and selection gallery; reruns alone every ``interval`` s."""
+    """Epoch slider, scatter with Replay, confusion matrix and selection gallery; reruns alone every ``interval`` s."""
 
     @st.fragment(run_every=interval)
     def body():
@@ -167,17 +165,11 @@ def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None)
             return
         if st.session_state.get(EPOCH_KEY) not in scheduled:
             st.session_state[EPOCH_KEY] = ready[-1] if ready else scheduled[-1]
-        playing = st.session_state.get(common.EXPLORE_PLAYING, False)
-        if playing:
-            upcoming = next_epoch(st.session_state[EPOCH_KEY], ready)
-            if upcoming is not None:
-                st.session_state[EPOCH_KEY] = upcoming
-            elif len(ready) == len(scheduled) and run_state(store) not in ACTIVE_STATES:
-                st.session_state[common.EXPLORE_PLAYING] = False
-                st.rerun()  # a full rerun turns the timer off
         phases = phase_of_epochs(store)
         epoch = st.select_slider("Epoch", options=scheduled, key=EPOCH_KEY,
-                                 format_func=lambda e: f"{e} · {phases.get(e, '')}".rstrip(" ·"))
+                                 format_func=lambda e: f"{e} · {phases.get(e, '')}".rstrip(" ·"),
+                                 help="the epoch shown at rest and in the confusion matrix; ▶ Replay in the "
+                                      "chart animates every ready epoch in the browser")
         view = epoch_view(store, kind, epoch)
         if view is None:
             st.info(f"The first {KINDS[kind]} frame is being computed (a full fit; later frames are faster)…")
@@ -185,11 +177,11 @@ def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None)
         config = store.read_config()
         class_names = _class_names(config)
         n_clusters = int(config.get("n_clusters") or 10)
-        frames = [load_frame(store, kind, e) for e in ready]
-        ranges = charts.frame_ranges([f.xy for f in frames if f is not None] +
-                                     [f.centroids for f in frames if f is not None and f.centroids is not None])
+        animation = epoch_views(store, kind)
+        ranges = charts.frame_ranges([v.frame.xy for v in animation] +
+                                     [v.frame.centroids for v in animation if v.frame.centroids is not None])
         figure = charts.scatter_figure(view, colour_by, final_slots(store, n_clusters), class_names, ranges,
-                                       revision=f"{store.id}-{kind}")
+                                       revision=f"{store.id}-{kind}", animation=animation, phases=phases)
         left, right = st.columns([3, 2], gap="medium")
         with left:
             event = st.plotly_chart(figure, key="explore.scatter", on_select="rerun",
@@ -248,7 +240,7 @@ def render() -> None:
         st.info("No run with latent snapshots yet. Start one on the **Train** page; its first snapshot appears "
                 "after one epoch.")
         return
-    top = st.columns([2.6, 1.5, 1.4, 0.8], vertical_alignment="bottom")
+    top = st.columns([2.6, 1.4, 1.4], vertical_alignment="bottom")
     with top[0]:
         run_id = run_ui(runs)
     store = RunStore(common.runs_dir() / run_id)
@@ -257,19 +249,9 @@ def render() -> None:
         kind = projection_ui()
     with top[2]:
         colour_by = colour_ui("labels" in last, "labels" in store.load_snapshot_indices())
-    playing = st.session_state.get(common.EXPLORE_PLAYING, False)
-    with top[3]:
-        if st.button("⏸ Pause" if playing else "▶ Play", key="explore.play", width="stretch",
-                     help="step through the epochs whose frames are ready"):
-            playing = not playing
-            st.session_state[common.EXPLORE_PLAYING] = playing
-            ready = ready_epochs(store, kind)
-            if playing and ready and st.session_state.get(EPOCH_KEY, ready[-1]) >= ready[-1]:
-                st.session_state[EPOCH_KEY] = ready[0]  # at the end: play from the start
-            st.rerun()
     active = run_state(store) in ACTIVE_STATES
     pending = bool(missing_epochs(store, kind))
-    interval = PLAY_INTERVAL_S if playing else (POLL_INTERVAL_S if active or pending else None)
+    interval = POLL_INTERVAL_S if active or pending else None  # still for a finished run: nothing new to show
     explorer(store, kind, colour_by, interval)
 
 

@@ -18,7 +18,8 @@ def runs_table() -> pd.DataFrame:
     runs = list_runs(common.runs_dir())
     if len(runs):
         runs["state"] = [run_state(RunStore(common.runs_dir() / r)) for r in runs["id"]]
-    return runs
+    first = ["id", "state", "method", "data", "seed", "epoch", "acc", "nmi", "ari", "started"]
+    return runs[first + [c for c in runs.columns if c not in first]]  # the long "reason" last
 
 
 def curves_of(run_ids: list[str]) -> dict[str, pd.DataFrame]:

@@ -221,10 +221,10 @@ def draw_live(store: RunStore) -> RunProgress:
         st.success(f"Finished: {progress.reason}. Open **Explore** to watch the latent space evolve.")
     draw_scores(progress.metrics)
     figures = live_figures(progress, store)
-    left, middle, right = st.columns(3)
+    left, right = st.columns(2)
     left.plotly_chart(figures["loss"], key="live.loss")
-    middle.plotly_chart(figures["scores"], key="live.scores")
-    right.plotly_chart(figures["sizes"], key="live.sizes")
+    right.plotly_chart(figures["scores"], key="live.scores")
+    st.plotly_chart(figures["sizes"], key="live.sizes")
     return progress
 
 

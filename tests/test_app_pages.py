@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.data import DataError
-from core.embed import compute_frames, epoch_view
+from core.embed import compute_frames, epoch_view, epoch_views
 from core.launch import run_progress
 from core.runs import RunStore
 from core.train import RunConfig
@@ -169,9 +169,18 @@ def test_explore_page_draws_the_epoch_with_centroids_and_confusion(app, syntheti
     assert at.select_slider(key=explore.EPOCH_KEY).value == 6
 
 
-def test_explore_play_steps_through_ready_frames():
-    assert explore.next_epoch(2, [1, 2, 4, 6]) == 4
-    assert explore.next_epoch(6, [1, 2, 4, 6]) is None
+def test_replay_carries_every_ready_epoch_as_a_browser_side_frame(synthetic_run):
+    compute_frames(synthetic_run, "pca")
+    views = epoch_views(synthetic_run, "pca")
+    figure = charts.scatter_figure(views[-1], "cluster", np.arange(10), [str(i) for i in range(10)],
+                                   animation=views, phases={1: "pretrain", 3: "init"})
+    assert [f.name for f in figure.frames] == [str(e) for e in synthetic_run.snapshot_epochs()]
+    first, init = figure.frames[0], figure.frames[2]
+    assert len(first.data[1].x) == 0 and len(init.data[1].x) == 10  # centroids from the init epoch on
+    assert set(np.asarray(first.data[0].marker.color)) == {10}  # "no cluster yet" during pretraining
+    assert first.layout.annotations[0].text == "epoch 1 · pretrain"
+    (menu,) = figure.layout.updatemenus
+    assert menu.buttons[0].method == "animate"
 
 
 def test_selected_points_ignore_centroid_clicks():
@@ -180,16 +189,16 @@ def test_selected_points_ignore_centroid_clicks():
     assert explore.selected_points(event) == [3, 7]
 
 
-def test_scatter_falls_back_to_one_colour_before_clusters_exist(synthetic_run):
+def test_scatter_colours_by_what_the_epoch_has(synthetic_run):
     compute_frames(synthetic_run, "pca")
     pretraining = epoch_view(synthetic_run, "pca", 1)
     figure = charts.scatter_figure(pretraining, "cluster", np.arange(10), [str(i) for i in range(10)])
     samples, centroids = figure.data
-    assert samples.marker.color == "#4e79a7" and len(centroids.x) == 0
+    assert {stop[1] for stop in samples.marker.colorscale} == {"#4e79a7"} and len(centroids.x) == 0
     clustered = epoch_view(synthetic_run, "pca", 6)
     figure = charts.scatter_figure(clustered, "changed", np.arange(10), [str(i) for i in range(10)])
-    colours = np.asarray(figure.data[0].marker.color)
-    assert (colours == "#e15759").sum() == clustered.changed.sum()
+    np.testing.assert_array_equal(figure.data[0].marker.color, clustered.changed.astype(int))
+    assert list(figure.data[0].marker.colorbar.ticktext) == ["same cluster", "changed"]
 
 
 # -- Runs -----------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     started = time.monotonic()
     wait_for_chart(page, "Loss per term", "total", at_least=1, timeout_s=60)
     timeline = {"first loss point after Start": time.monotonic() - started}
-    wait_for_chart(page, "ACC · NMI · ARI", "ACC", at_least=2, timeout_s=150)
+    wait_for_chart(page, "ACC · NMI · ARI", "ACC", at_least=2, timeout_s=400)  # generous: CI machines vary
     timeline["two ACC points after Start"] = time.monotonic() - started
     screenshot(page, "train")
 
