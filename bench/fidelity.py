@@ -41,7 +41,7 @@ def finished_runs(runs_dir: Path) -> list[tuple[dict, dict, float]]:
 
 def comparable(config: dict) -> dict:
     """The part of a config that decides a result: everything but bookkeeping."""
-    return {k: config.get(k) for k in ("method", "data", "seed", "n_clusters", "trainer", "params")}
+    return {k: config.get(k) for k in ("method", "data", "seed", "trainer", "params")}
 
 
 def summarise(runs: list[tuple[dict, dict, float]]) -> str:
