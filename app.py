@@ -33,7 +33,8 @@ def draw_run_status() -> None:
         progress = run_progress(store)
         st.markdown(f"**Run** `{store.id}`")
         common.state_badge(progress.state)
-        st.progress(progress.fraction, text=f"{progress.phase} · epoch {progress.epoch}/{progress.total_epochs or '?'}")
+        total = progress.total_epochs or "?"
+        st.progress(progress.fraction, text=f"{progress.phase} · epoch {progress.epoch}/{total}")
         metrics = progress.metrics
         if len(metrics) and "acc" in metrics and metrics["acc"].notna().any():
             st.caption(f"ACC {metrics['acc'].dropna().iloc[-1]:.3f} · NMI {metrics['nmi'].dropna().iloc[-1]:.3f}")
@@ -44,6 +45,7 @@ def draw_run_status() -> None:
 
 
 def main() -> None:
+    """Page config, projector, navigation, sidebar; then the chosen page."""
     st.set_page_config(page_title="ClusterLab", page_icon=":material/bubble_chart:", layout="wide")
     common.projector()  # start the frame worker (and its UMAP warm-up) with the app
     navigation = st.navigation(PAGES)

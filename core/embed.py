@@ -207,6 +207,7 @@ def warm_up_umap(random_state: int = 0) -> float:
 # ------------------------------------------------------------------------------------------------
 
 def frame_path(store: RunStore, kind: str, epoch: int) -> Path:
+    """Where the ``kind`` frame of ``epoch`` is cached: ``runs/<id>/frames/<kind>/epoch_NNNN.npz``."""
     return store.path / "frames" / kind / f"epoch_{epoch:04d}.npz"
 
 
@@ -446,6 +447,7 @@ class BackgroundProjector:
 
     @property
     def alive(self) -> bool:
+        """Whether the worker process is running."""
         return self._process is not None and self._process.poll() is None
 
     def request(self, run_path: str | os.PathLike, kind: str, upto: int | None = None) -> None:
@@ -465,9 +467,11 @@ class BackgroundProjector:
                 self._process.stdin.flush()
 
     def error(self, run_path: str | os.PathLike, kind: str) -> str | None:
+        """The last failure computing ``kind`` frames of that run, or None."""
         return self.errors.get((str(Path(run_path).resolve()), kind))
 
     def close(self) -> None:
+        """End the worker: it exits at the end of its input (killed if it has not within 5 s)."""
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 self._process.stdin.close()  # the worker exits at end of input
@@ -509,6 +513,7 @@ class _Worker:
             self.condition.notify_all()
 
     def read_requests(self, lines) -> None:
+        """Queue each JSON request line; a newer request for the same (run, kind) replaces the older."""
         for line in lines:
             try:
                 request = json.loads(line)
@@ -535,6 +540,7 @@ class _Worker:
             return None
 
     def serve(self) -> None:
+        """Compute one frame at a time for the most recent request until the requests end."""
         while (job := self._next_job()) is not None:
             (run, kind), upto, stamp = job
             store = RunStore(run)
@@ -569,6 +575,7 @@ def serve(warm_up: bool = True, nice: int = 0, requests=None, events=None) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m core.embed serve`` (the app's worker) or ``compute --run-dir DIR --kind tsne`` (by hand)."""
     parser = argparse.ArgumentParser(prog="python -m core.embed", description="2-D frames of a run's snapshots")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="answer frame requests on stdin (used by the app)")

@@ -170,6 +170,7 @@ class RunProgress:
 
     @property
     def active(self) -> bool:
+        """Queued or running, with its process alive."""
         return self.state in ACTIVE_STATES
 
 
@@ -185,8 +186,8 @@ def run_progress(store: RunStore, recent_epochs: int = 5) -> RunProgress:
     fraction = min(done / total, 1.0) if total else 0.0
     if state == "finished":
         fraction = 1.0
-    elapsed = float(metrics["time"].iloc[-1]) if len(metrics) and "time" in metrics else float(status.get("elapsed", 0.0))
-    elapsed = max(elapsed, float(status.get("elapsed") or 0.0))
+    last_row_time = float(metrics["time"].iloc[-1]) if len(metrics) and "time" in metrics else 0.0
+    elapsed = max(last_row_time, float(status.get("elapsed") or 0.0))  # status is fresher within an epoch
     eta = None
     if state in ACTIVE_STATES and len(metrics) >= 2 and total:
         recent = metrics["time"].diff().dropna().tail(recent_epochs)

@@ -15,7 +15,8 @@ from core.embed import EpochView
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac", "#1f77b4", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
            "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39"]
-PHASE_SHADES = {"pretrain": "rgba(120, 120, 120, 0.08)", "init": "rgba(0, 0, 0, 0)", "cluster": "rgba(78, 121, 167, 0.07)"}
+PHASE_SHADES = {"pretrain": "rgba(120, 120, 120, 0.08)", "init": "rgba(0, 0, 0, 0)",
+                "cluster": "rgba(78, 121, 167, 0.07)"}
 SCORES = {"acc": "ACC", "nmi": "NMI", "ari": "ARI"}
 SVG_POINT_LIMIT = 5000  # above this, WebGL draws faster but cannot animate between frames
 
@@ -24,6 +25,7 @@ COLOUR_BY = {"cluster": "predicted cluster", "label": "true label", "confidence"
 
 
 def colour(slot: int) -> str:
+    """The palette colour of a slot (a class, or the class a cluster is matched to)."""
     return PALETTE[int(slot) % len(PALETTE)]
 
 

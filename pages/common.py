@@ -68,6 +68,7 @@ def projector() -> BackgroundProjector:
 
 @st.cache_resource(show_spinner=False)
 def device_name() -> str:
+    """The device ``auto`` resolves to, in words (GPU name or CPU)."""
     return describe_device(resolve_device("auto"))
 
 
@@ -78,6 +79,7 @@ def load_data(name: str) -> ImageDataset:
 
 
 def runs_dir() -> Path:
+    """``$CLUSTERLAB_RUNS`` or ``./runs``, read on every call (tests change it per test)."""
     return default_runs_dir()
 
 
@@ -98,6 +100,7 @@ def remember(widget, key: str, default, **kwargs):
 
 # -- the data set and the run the pages follow ------------------------------------------------------
 def chosen_data() -> str:
+    """The data set chosen on the Data page (digits until then)."""
     return st.session_state.get(DATA, DEFAULT_DATA)
 
 
@@ -126,6 +129,7 @@ def attached_run() -> RunStore | None:
 
 
 def format_duration(seconds: float | None) -> str:
+    """``83`` → ``1:23``; ``None`` or NaN → ``—``."""
     if seconds is None or seconds != seconds:
         return "—"
     minutes, secs = divmod(int(round(seconds)), 60)
@@ -139,5 +143,6 @@ STATE_BADGES = {"queued": ("queued", "gray"), "running": ("running", "blue"), "f
 
 
 def state_badge(state: str) -> None:
+    """A coloured badge for a run state."""
     label, colour = STATE_BADGES.get(state, (state, "gray"))
     st.badge(label, color=colour)

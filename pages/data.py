@@ -55,6 +55,7 @@ def accept_upload(filename: str, content: bytes, n_clusters: int) -> tuple[str, 
 
 # -- draw -----------------------------------------------------------------------------------------
 def draw_summary(dataset: ImageDataset) -> None:
+    """Counts, image size, classes."""
     channels, height, width = dataset.shape
     columns = st.columns(4)
     columns[0].metric("Images", f"{len(dataset):,}")
@@ -64,6 +65,7 @@ def draw_summary(dataset: ImageDataset) -> None:
 
 
 def draw_preview(dataset: ImageDataset) -> None:
+    """A strip of random images per class (or random strips for unlabelled data)."""
     rows = class_preview(dataset, per_class=12, seed=0)
     st.subheader("Preview" + (" by class" if dataset.y is not None else ""))
     for row in rows:
@@ -73,6 +75,7 @@ def draw_preview(dataset: ImageDataset) -> None:
 
 
 def render() -> None:
+    """The page: source → data set (or upload) → summary and preview."""
     st.title("Data")
     st.caption("Choose what to cluster. The choice carries over to Train.")
     source = source_ui()

@@ -32,8 +32,8 @@ KIND_KEY = "explore.kind"
 def run_ui(runs: pd.DataFrame) -> str:
     """Which run to explore: this session's choice, else the run Train follows, else the newest."""
     ids = list(runs["id"])
-    labels = {row.id: f"{row.id} · {row.state}" + (f" · ACC {row.acc:.3f}" if row.acc == row.acc and row.acc is not None
-                                                  else "") for row in runs.itertuples()}
+    labels = {row.id: f"{row.id} · {row.state}" + ("" if pd.isna(row.acc) else f" · ACC {row.acc:.3f}")
+              for row in runs.itertuples()}
     preferred = st.session_state.get(common.ACTIVE_RUN)
     default = preferred if preferred in ids else ids[0]
     if st.session_state.get(common.EXPLORE_RUN) not in ids:
@@ -44,6 +44,7 @@ def run_ui(runs: pd.DataFrame) -> str:
 
 
 def projection_ui() -> str:
+    """``tsne``, ``umap`` or ``pca``."""
     return common.remember(st.segmented_control, KIND_KEY, "tsne", label="Projection", options=list(KINDS),
                            format_func=KINDS.get,
                            help="t-SNE and UMAP frames are warm-started from the previous epoch, so points move "
@@ -69,6 +70,7 @@ def request_frames(store: RunStore, kind: str) -> None:
 
 
 def phase_of_epochs(store: RunStore) -> dict[int, str]:
+    """Epoch → phase, from the run's metrics."""
     metrics = store.read_metrics()
     if metrics.empty or "phase" not in metrics:
         return {}
@@ -100,6 +102,7 @@ def selected_points(event) -> list[int]:
 
 
 def confusion_for(view: EpochView, class_names: list[str]):
+    """(table, class names, cluster ids) Hungarian-aligned, or None without clusters or labels."""
     if view.clusters is None or view.true_labels is None:
         return None
     table, classes, clusters = aligned_confusion(view.true_labels, view.clusters)
@@ -109,6 +112,7 @@ def confusion_for(view: EpochView, class_names: list[str]):
 
 # -- draw -----------------------------------------------------------------------------------------
 def draw_frame_status(store: RunStore, kind: str, scheduled: list[int], ready: list[int]) -> None:
+    """Projector errors, UMAP's warm-up, and how many frames are ready."""
     if kind != "pca":
         projector = common.projector()
         error = projector.error(store.path, kind) or (projector.error("", kind) if kind == "umap" else None)
@@ -233,6 +237,7 @@ def _draw_epoch_scores(store: RunStore, epoch: int) -> None:
 
 
 def render() -> None:
+    """The page: run, projection and colour on top; the epoch's picture and details below."""
     st.title("Explore")
     runs = list_runs(common.runs_dir())
     runs = runs[[bool(RunStore(common.runs_dir() / r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs

@@ -23,6 +23,7 @@ def runs_table() -> pd.DataFrame:
 
 
 def curves_of(run_ids: list[str]) -> dict[str, pd.DataFrame]:
+    """Each run's metrics table, by id."""
     return {r: RunStore(common.runs_dir() / r).read_metrics() for r in run_ids}
 
 
@@ -75,6 +76,7 @@ def draw_actions(store: RunStore) -> None:
 
 
 def render() -> None:
+    """The page: table, overlaid curves, and actions per selected run."""
     st.title("Runs")
     runs = runs_table()
     if runs.empty:

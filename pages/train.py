@@ -10,7 +10,6 @@ import inspect
 import math
 import re
 
-import numpy as np
 import streamlit as st
 import torch
 
@@ -33,12 +32,14 @@ HIDDEN_WITHOUT_PHASE = {"pretrain_epochs": "pretrain", "epochs": "cluster", "bat
 
 # -- ui -------------------------------------------------------------------------------------------
 def method_ui() -> str:
+    """The registry name of the chosen method (IDEC first time)."""
     names = list(REGISTRY)
     return common.remember(st.selectbox, "train.method", "idec" if "idec" in names else names[0],
                            label="Method", options=names, format_func=lambda n: REGISTRY[n].title)
 
 
 def preset_ui() -> str | None:
+    """``fast``, ``paper`` or None (the method's defaults)."""
     preset = common.remember(st.segmented_control, "train.preset", "fast", label="Preset",
                              options=list(PRESETS), format_func=PRESETS.get,
                              help="fast demo: short, for a class on a laptop · paper: the published settings")
@@ -143,6 +144,7 @@ def settings_ui(data: str, n_classes: int | None) -> RunConfig:
 
 
 def device_options() -> list[str]:
+    """``auto``, ``cpu`` and whatever accelerators torch sees here."""
     options = ["auto", "cpu"]
     if torch.cuda.is_available():
         options += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -184,6 +186,7 @@ def live_figures(progress: RunProgress, store: RunStore) -> dict[str, object]:
 
 
 def draw_scores(metrics) -> None:
+    """The newest ACC, NMI, ARI (with their change since the epoch before) and the label changes."""
     columns = st.columns(4)
     last = metrics.iloc[-1] if len(metrics) else {}
     before = metrics.iloc[-2] if len(metrics) > 1 else {}
@@ -229,6 +232,7 @@ def draw_live(store: RunStore) -> RunProgress:
 
 
 def render() -> None:
+    """The page: settings and Start/Stop on the left, the followed run's live panel on the right."""
     st.title("Train")
     data = common.chosen_data()
     try:
