@@ -5,10 +5,11 @@ from core.methods.ae_kmeans import AEKMeans
 from core.methods.base import Batch, Method
 from core.methods.cdc import CDC
 from core.methods.dec import DEC
+from core.methods.decs import DECS
 from core.methods.idec import IDEC
 from core.methods.kmeans import KMeansPixels
 
-REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC, CDC)}
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC, CDC, DECS)}
 
 
 def get_method(name: str) -> type[Method]:
