@@ -11,6 +11,8 @@ from core.train import RunConfig, TrainerConfig
 def test_every_knob_has_slider_metadata(name):
     for knob in REGISTRY[name].Config.knobs() + TrainerConfig.knobs():
         assert knob.help, f"{name}.{knob.name} has no help line"
+        if knob.type is bool:  # a toggle needs no range
+            continue
         assert knob.choices or (knob.min is not None and knob.max is not None), f"{name}.{knob.name} has no range"
         if knob.choices is None:
             assert knob.min <= knob.default <= knob.max, f"{name}.{knob.name} default outside its range"
