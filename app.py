@@ -11,24 +11,29 @@ import streamlit as st
 from core.launch import run_progress
 from pages import common
 
+TRAIN_URL = "train"
 PAGES = [
     st.Page("pages/data.py", title="Data", icon=":material/dataset:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path=TRAIN_URL),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
 ]
 SIDEBAR_INTERVAL_S = 5.0  # a glance; the Train page has the detailed, faster panel
 
 
-def draw_run_status() -> None:
-    """The followed run's state, epoch and ACC; polls while the run is active."""
+def draw_run_status(poll: bool) -> None:
+    """The followed run's state, epoch and ACC; refreshes while the run is active if ``poll``.
+
+    Every refresh costs the browser about 0.1 s of CPU, whatever it draws, so the sidebar does not
+    refresh on the Train page, whose live panel shows the same run in more detail.
+    """
     store = common.attached_run()
     if store is None:
         st.caption("No run yet.")
         return
     active = run_progress(store).active
 
-    @st.fragment(run_every=SIDEBAR_INTERVAL_S if active else None)
+    @st.fragment(run_every=SIDEBAR_INTERVAL_S if active and poll else None)
     def status():
         progress = run_progress(store)
         st.markdown(f"**Run** `{store.id}`")
@@ -52,7 +57,7 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### ClusterLab")
         st.caption(f"Device: **{common.device_name()}**")
-        draw_run_status()
+        draw_run_status(poll=navigation.url_path != TRAIN_URL)
     with common.app_shell():
         navigation.run()
 

@@ -13,11 +13,14 @@ Prints Markdown tables; every time is a median of ``--repeats`` runs.
   alignment (UMAP), plus the centroids' positions.
 * UMAP warm-up: ``core.embed.warm_up_umap`` in a fresh process with the projector's settings
   (one numba thread): the wait the app's start hides in the background.
-* Live overhead: IDEC, fast preset, on digits, with a fresh autoencoder cache (so it pretrains),
-  trained by the CLI in its own process, as the app does. Its training time (the trainer's own
-  clock, without process start-up) is compared between nobody watching, the live panel's reads and
-  figures at the page's refresh interval in this process (``reader``), and the real app in headless Chromium on the
-  Train page (``browser``). Conditions are interleaved so drifting machine load hits them alike.
+* Live overhead: IDEC, fast preset (10 + 10 epochs by default), on digits, with a fresh
+  autoencoder cache (so it pretrains), trained by the CLI in its own process, as the app does. Its
+  training time (the trainer's own clock, without process start-up) is compared between nobody
+  watching, the live panel's reads and figures at the page's refresh interval in this process
+  (``reader``), and the real app in headless Chromium on the Train page (``browser``: the server,
+  its projector and the browser on the same CPU as the training). Conditions are interleaved so
+  drifting machine load hits them alike; the watcher's CPU time per second of training is given
+  too, as it does not depend on what else the machine is doing.
 """
 from __future__ import annotations
 
@@ -100,20 +103,71 @@ def time_umap_warm_up(repeats: int) -> list[float]:
 # Live overhead
 # ------------------------------------------------------------------------------------------------
 
-def live_reader(store: RunStore, stop: threading.Event) -> int:
-    """What the live panel does per tick, minus the browser: read the run, build and serialise the figures."""
-    from pages.train import LIVE_INTERVAL_S, live_figures  # the page's own code and refresh interval
-
-    ticks = 0
-    while not stop.wait(LIVE_INTERVAL_S):
-        progress = run_progress(store)
-        for figure in live_figures(progress, store).values():
-            figure.to_json()
-        ticks += 1
-    return ticks
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class BrowserWatcher:
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` (from /proc, Linux only)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" ", 1)
+            children.setdefault(int(rest.rsplit(")", 1)[1].split()[1]), []).append(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+class Watcher:
+    """Something looking at a training run; ``cpu_seconds`` is what it cost while it looked."""
+
+    def start(self, store: RunStore) -> None:
+        """Begin watching (called as the run is launched, while its process starts up)."""
+        self.cpu_seconds = 0.0
+
+    def begin(self) -> None:
+        """Training has started: count CPU from here."""
+
+    def stop(self) -> None:
+        """Training has ended: stop watching, set ``cpu_seconds``."""
+
+
+class LiveReader(Watcher):
+    """What the live panel does per refresh, without Streamlit and a browser: read the run, build and
+    serialise the figures, at the page's own interval."""
+
+    def start(self, store):
+        self.cpu_seconds = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(store,))
+        self._thread.start()
+
+    def _loop(self, store):
+        from pages.train import LIVE_INTERVAL_S, live_figures  # the page's own code and refresh interval
+
+        started = time.thread_time()
+        while not self._stop.wait(LIVE_INTERVAL_S):
+            for figure in live_figures(run_progress(store), store).values():
+                figure.to_json()
+        self.cpu_seconds = time.thread_time() - started
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+class BrowserWatcher(Watcher):
     """``streamlit run app.py`` plus headless Chromium on /train?run=<id>, polling like a user's tab."""
 
     def __init__(self, runs_dir: Path, cache_dir: Path):
@@ -133,6 +187,10 @@ class BrowserWatcher:
         self.playwright = sync_playwright().start()
         self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         self.page = self.browser.new_page(viewport={"width": 1440, "height": 1000})
+        # The app's first page view imports torch & co. in the server: not part of watching a run.
+        self.page.goto(f"http://127.0.0.1:{self.port}/")
+        self.page.get_by_text("Preview by class").wait_for(timeout=120_000)
+        self.page.goto("about:blank")
 
     def _wait_healthy(self) -> None:
         for _ in range(120):
@@ -144,10 +202,23 @@ class BrowserWatcher:
                 time.sleep(0.5)
         raise TimeoutError("streamlit did not start")
 
-    def watch(self, run_id: str) -> None:
-        self.page.goto(f"http://127.0.0.1:{self.port}/train?run={run_id}")
+    def _cpu(self, exclude: int) -> dict[int, float]:
+        """CPU seconds of the server, its projector and the browser processes (all this process
+        started, but the training run), by pid."""
+        watchers = descendants(os.getpid()) - {exclude} - descendants(exclude)
+        return {pid: process_cpu_seconds(pid) for pid in watchers}
 
-    def idle(self) -> None:
+    def start(self, store):
+        self._store = store
+        self.page.goto(f"http://127.0.0.1:{self.port}/train?run={store.id}")  # as a user would, once
+
+    def begin(self):
+        self._before = self._cpu(exclude=self._store.read_status().get("pid") or -1)
+
+    def stop(self):
+        after = self._cpu(exclude=self._store.read_status().get("pid") or -1)
+        # processes that started meanwhile count whole; ones that ended meanwhile are lost (small)
+        self.cpu_seconds = sum(cpu - self._before.get(pid, 0.0) for pid, cpu in after.items())
         self.page.goto("about:blank")
 
     def close(self) -> None:
@@ -157,63 +228,53 @@ class BrowserWatcher:
         self.server.wait(timeout=10)
 
 
-def training_seconds(runs_dir: Path, cache_dir: Path, watch) -> float:
-    """Train IDEC (fast preset) on digits in its own process while ``watch(store)`` looks on; trainer seconds."""
+def train_watched(runs_dir: Path, cache_dir: Path, watcher: Watcher, overrides: dict) -> tuple[float, float]:
+    """Train IDEC (fast preset) on digits in its own process while ``watcher`` looks on.
+
+    Returns the trainer's own training seconds and the watcher's CPU seconds in that time.
+    """
     shutil.rmtree(cache_dir, ignore_errors=True)  # pretrain every time: the same work in every condition
     os.environ["CLUSTERLAB_CACHE"] = str(cache_dir)
-    store = start_run(RunConfig.build("idec", "digits", preset="fast"), runs_dir)
-    stop = threading.Event()
-    watcher = None
+    store = start_run(RunConfig.build("idec", "digits", preset="fast", overrides=overrides), runs_dir)
     try:
-        watcher = watch(store, stop)
+        watcher.start(store)
+        while run_progress(store).state == "queued":  # the process start-up is not training
+            time.sleep(0.1)
+        watcher.begin()
         while run_progress(store).state in ACTIVE_STATES:
             time.sleep(0.2)
+        watcher.stop()
     finally:
-        stop.set()
-        if watcher is not None:
-            watcher.join()
         store.request_stop()  # interrupted (Ctrl-C): do not leave the training process behind
     assert store.read_status()["state"] == "finished", store.read_status()
-    return float(store.read_metrics()["time"].iloc[-1])
+    return float(store.read_metrics()["time"].iloc[-1]), watcher.cpu_seconds
 
 
-def time_live_overhead(repeats: int, modes: list[str], folder: Path) -> list[list]:
+def time_live_overhead(repeats: int, modes: list[str], folder: Path, overrides: dict) -> list[list]:
     runs_dir, cache_dir = folder / "runs", folder / "cache"
-    browser = BrowserWatcher(runs_dir, cache_dir) if "browser" in modes else None
-
-    def nobody(store, stop):
-        return None
-
-    def reader(store, stop):
-        thread = threading.Thread(target=live_reader, args=(store, stop))
-        thread.start()
-        return thread
-
-    def in_browser(store, stop):
-        browser.watch(store.id)
-
-        class Done:
-            def join(self):
-                browser.idle()
-
-        return Done()
-
-    conditions = {"nobody watching": nobody, "live panel reads (no browser)": reader,
-                  "app in Chromium on Train": in_browser}
-    chosen = ["nobody watching"] + [name for name, mode in zip(list(conditions)[1:], ("reader", "browser"))
-                                    if mode in modes]
-    seconds: dict[str, list[float]] = {name: [] for name in chosen}
+    watchers: dict[str, Watcher] = {"nobody watching": Watcher()}
+    if "reader" in modes:
+        watchers["live panel reads (no browser)"] = LiveReader()
+    if "browser" in modes:
+        watchers["app in Chromium on Train"] = BrowserWatcher(runs_dir, cache_dir)
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in watchers}
     try:
-        for _ in range(repeats):
-            for name in chosen:
-                seconds[name].append(training_seconds(runs_dir, cache_dir, conditions[name]))
+        for _ in range(repeats):  # interleaved, so drifting machine load hits every condition alike
+            for name, watcher in watchers.items():
+                results[name].append(train_watched(runs_dir, cache_dir, watcher, overrides))
     finally:
-        if browser is not None:
-            browser.close()
-    base = median(seconds["nobody watching"])
-    return [[name, f"{median(values):.1f} s", "—" if name == "nobody watching" else
-             f"**{(median(values) / base - 1):+.1%}**", ", ".join(f"{v:.1f}" for v in values)]
-            for name, values in seconds.items()]
+        for watcher in watchers.values():
+            if isinstance(watcher, BrowserWatcher):
+                watcher.close()
+    base = median(seconds for seconds, _ in results["nobody watching"])
+    rows = []
+    for name, runs in results.items():
+        seconds = median(s for s, _ in runs)
+        share = median(cpu / s for s, cpu in runs)
+        rows.append([name, f"{seconds:.1f} s", "—" if name == "nobody watching" else f"**{seconds / base - 1:+.1%}**",
+                     "—" if name == "nobody watching" else f"{share:.1%}",
+                     ", ".join(f"{s:.1f}" for s, _ in runs)])
+    return rows
 
 
 def main() -> int:
@@ -223,6 +284,8 @@ def main() -> int:
     parser.add_argument("--live", choices=("reader", "browser", "both"), default="both")
     parser.add_argument("--skip-live", action="store_true")
     parser.add_argument("--skip-frames", action="store_true")
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="of the live-overhead runs")
+    parser.add_argument("--epochs", type=int, default=10, help="clustering epochs of the live-overhead runs")
     args = parser.parse_args()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"CPU cores: {os.cpu_count()}, load average at start: {load:.2f}\n")
@@ -240,10 +303,12 @@ def main() -> int:
         if "browser" in modes and not Path(CHROMIUM).exists():
             modes.remove("browser")
             print(f"(no Chromium at {CHROMIUM}: browser condition skipped)\n")
-        print("### Live view overhead on training (IDEC, fast preset, digits)\n")
+        overrides = {"pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs}
+        print(f"### Live view overhead on training (IDEC, fast preset, digits, {args.pretrain_epochs} + "
+              f"{args.epochs} epochs)\n")
         with tempfile.TemporaryDirectory(prefix="clusterlab-app-speed-") as folder:
-            print(table(["condition", "training time (median)", "overhead", "runs (s)"],
-                        time_live_overhead(args.repeats, modes, Path(folder))))
+            print(table(["condition", "training time (median)", "slower by", "watcher CPU (share of one core)",
+                         "runs (s)"], time_live_overhead(args.repeats, modes, Path(folder), overrides)))
     return 0
 
 

@@ -17,6 +17,7 @@ import streamlit as st
 from core.data import DataError
 from core.embed import (KINDS, EpochView, colour_slots, compute_frames, epoch_view, epoch_views, frame_epochs,
                         missing_epochs, ready_epochs)
+from core.gallery import to_display
 from core.launch import run_state
 from core.metrics import aligned_confusion
 from core.runs import ACTIVE_STATES, RunStore, list_runs
@@ -135,8 +136,6 @@ def draw_gallery(store: RunStore, view: EpochView, points: list[int], class_name
     except DataError as err:
         st.warning(f"The run's data set cannot be loaded, so its images cannot be shown: {err}")
         return
-    from core.gallery import to_display
-
     shown = points[:GALLERY_LIMIT]
     rows = view.sample_index[shown]
     images = to_display(dataset.x[rows], min_side=56)

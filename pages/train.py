@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import time
 
 import streamlit as st
 import torch
@@ -22,7 +23,11 @@ from core.runs import RunStore
 from core.train import RunConfig, TrainerConfig
 from pages import charts, common
 
-LIVE_INTERVAL_S = 2.0  # each refresh costs the browser and the server CPU that training on the same cores misses
+# What watching costs a run training on the same CPU (bench/app_speed.py): each refresh of the panel
+# costs the browser ~30 ms, and each chart it has to redraw ~50 ms more, while a chart sent again
+# unchanged is not redrawn. So the panel refreshes every 3 s and the charts change at most every 6 s.
+LIVE_INTERVAL_S = 3.0
+CHART_INTERVAL_S = 6.0
 PRESETS = {"fast": "fast demo", "paper": "paper", "": "defaults"}
 TRAINING_KNOBS = ("pretrain_epochs", "epochs", "batch_size", "lr", "pretrain_lr")
 ARCHITECTURE_KNOBS = ("autoencoder", "latent_dim")  # have symbols, but are not what one tunes per run
@@ -185,6 +190,23 @@ def live_figures(progress: RunProgress, store: RunStore) -> dict[str, object]:
             "sizes": charts.sizes_figure(progress.sizes, slots)}
 
 
+def throttled_figures(progress: RunProgress, store: RunStore, now: float | None = None) -> dict[str, object]:
+    """``live_figures``, rebuilt only when new epochs arrived and ``CHART_INTERVAL_S`` has passed.
+
+    In between, the same figures are drawn again, which the browser does not redraw. A run that
+    ended gets its final figures at once.
+    """
+    now = time.monotonic() if now is None else now
+    key = f"live.figures.{store.id}"
+    cached = st.session_state.get(key)
+    rows = len(progress.metrics)
+    if (cached is None or cached["state"] != progress.state
+            or (cached["rows"] != rows and now - cached["built"] >= CHART_INTERVAL_S)):
+        cached = {"rows": rows, "state": progress.state, "built": now, "figures": live_figures(progress, store)}
+        st.session_state[key] = cached
+    return cached["figures"]
+
+
 def draw_scores(metrics) -> None:
     """The newest ACC, NMI, ARI (with their change since the epoch before) and the label changes."""
     columns = st.columns(4)
@@ -223,7 +245,7 @@ def draw_live(store: RunStore) -> RunProgress:
     elif progress.state == "finished":
         st.success(f"Finished: {progress.reason}. Open **Explore** to watch the latent space evolve.")
     draw_scores(progress.metrics)
-    figures = live_figures(progress, store)
+    figures = throttled_figures(progress, store)
     left, right = st.columns(2)
     left.plotly_chart(figures["loss"], key="live.loss")
     right.plotly_chart(figures["scores"], key="live.scores")
