@@ -32,6 +32,10 @@ def draw_run_status(poll: bool) -> None:
         st.caption("No run yet.")
         return
     active = run_progress(store).active
+    if active and not poll:
+        st.markdown(f"**Run** `{store.id}`")
+        st.caption("Training: followed live on this page.")
+        return
 
     @st.fragment(run_every=SIDEBAR_INTERVAL_S if active and poll else None)
     def status():
