@@ -74,8 +74,14 @@ class Method:
     def init_clusters(self, model: nn.Module, x: Tensor) -> None:
         """Set the cluster parameters from the whole data set ``x`` (N, C, H, W)."""
 
-    def on_epoch_start(self, model: nn.Module, epoch: int, x: Tensor) -> dict[str, float]:
-        """Per-epoch hook (target updates); returns extra scalars for the epoch's event."""
+    def on_epoch_start(self, model: nn.Module, phase: str, epoch: int, x: Tensor) -> dict[str, float]:
+        """Hook before each epoch of a trained phase (target updates, centre updates on the whole
+        data ``x``); returns extra scalars for the epoch's event."""
+        return {}
+
+    def on_epoch_end(self, model: nn.Module, phase: str, epoch: int) -> dict[str, float]:
+        """Hook after each epoch's batches; returns scalars gathered over the epoch (pair counts,
+        dual variables) for its event."""
         return {}
 
     def before_step(self, model: nn.Module, step: int, x: Tensor) -> bool:

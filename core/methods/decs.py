@@ -302,7 +302,9 @@ class DECS(AutoencoderMethod):
         return terms  # {"loss": L_c, "mean_sq", "var_sq"}: L_c = 1 − mean_sq − ρ·var_sq
 
     # -- per-epoch and per-step hooks ------------------------------------------------------------------
-    def on_epoch_start(self, model, epoch, x):
+    def on_epoch_start(self, model, phase, epoch, x):
+        if phase != "cluster":
+            return {}
         c = self.config
         q, labels = assign_all(self, model, x)
         t = float(otsu_threshold(q)) if c.auto_threshold else c.threshold

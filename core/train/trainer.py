@@ -148,7 +148,7 @@ class Trainer:
         n = len(self.x)
         while position.phase_epoch < n_epochs:
             started = time.perf_counter()
-            extras = self.method.on_epoch_start(self.model, position.epoch, self.x) if phase == "cluster" else {}
+            extras = self.method.on_epoch_start(self.model, phase, position.epoch, self.x)
             order = torch.randperm(n, generator=generator).to(self.device)
             totals: dict[str, torch.Tensor] = {}
             n_batches = math.ceil(n / batch_size)
@@ -172,6 +172,7 @@ class Trainer:
             means = {name: (total / steps).item() for name, total in totals.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"the loss became NaN or infinite in epoch {position.epoch + 1} ({phase})")
+            extras.update(self.method.on_epoch_end(self.model, phase, position.epoch))
             position.phase_epoch += 1
             position.epoch += 1
             extras.update({f"loss_{k}" if k != "loss" else k: v for k, v in means.items()})
