@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from core.config import Config, knob
 from core.losses import reconstruction_loss, student_t_assign
-from core.models import build_autoencoder
+from core.models import adam, build_autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Method:
         raise NotImplementedError
 
     def optimizer(self, model: nn.Module, phase: str) -> torch.optim.Optimizer:
-        return torch.optim.Adam(model.parameters(), lr=1e-3)
+        return adam(model.parameters(), lr=1e-3)
 
     # -- phases ------------------------------------------------------------------------------------
     def pretrain_step(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
@@ -157,7 +157,7 @@ class AutoencoderMethod(Method):
         return ClusterHead(ae, self.n_clusters, self.config.latent_dim)
 
     def optimizer(self, model, phase):
-        return torch.optim.Adam(model.parameters(), lr=self.config.pretrain_lr)
+        return adam(model.parameters(), lr=self.config.pretrain_lr)
 
     def pretrain_step(self, model, batch):
         x_hat = model.ae.decode(model.ae.encode(batch.x))

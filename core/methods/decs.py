@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from core.config import knob
 from core.losses import student_t_assign
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all
+from core.models import adam
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ class DECS(AutoencoderMethod):
         if phase == "pretrain":
             return super().optimizer(model, phase)
         # The decoder is discarded after pretraining (§a.5): only θ and M are optimised.
-        return torch.optim.Adam([*model.ae.encoder.parameters(), model.centroids], lr=self.config.lr)
+        return adam([*model.ae.encoder.parameters(), model.centroids], lr=self.config.lr)
 
     def init_clusters(self, model, x):
         # With BN momentum 0.01 the running statistics of a short pretraining have not converged; they keep

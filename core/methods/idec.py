@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from core.config import knob
 from core.losses import reconstruction_loss
 from core.methods.dec import DEC, DECConfig
+from core.models import adam
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class IDEC(DEC):
 
     def optimizer(self, model, phase):
         if phase == "cluster" and self.config.optimizer_name == "adam":
-            return torch.optim.Adam(model.parameters(), lr=self.config.lr)
+            return adam(model.parameters(), lr=self.config.lr)
         return super().optimizer(model, phase)
 
     def training_step(self, model, batch, phase):
