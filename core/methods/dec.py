@@ -9,6 +9,7 @@ from core.config import knob
 from core.losses import kl_clustering_loss, student_t_assign, target_distribution
 from core.methods.ae_kmeans import pretrain_epochs_paper
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all
+from core.models import sgd
 
 # A demo budget: small batches give the autoencoder enough steps on small sets such as digits.
 FAST = {"batch_size": 64, "pretrain_epochs": 30, "epochs": 30, "update_interval": 30, "kmeans_restarts": 5}
@@ -52,7 +53,7 @@ class DEC(AutoencoderMethod):
     def optimizer(self, model, phase):
         if phase == "pretrain":
             return super().optimizer(model, phase)
-        return torch.optim.SGD(model.parameters(), lr=self.config.lr, momentum=self.config.momentum)
+        return sgd(model.parameters(), lr=self.config.lr, momentum=self.config.momentum)
 
     def before_step(self, model, step, x):
         if step >= self.config.max_iter:
