@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--method", default="cdc")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--preset", choices=("paper", "fast"))
+    parser.add_argument("--preset", help="one of the method's presets (paper, fast, cpu, …); default: none")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()

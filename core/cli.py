@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--method", default="idec", choices=sorted(REGISTRY))
     train.add_argument("--data", default="digits", help="built-in name or path to an .npz")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--preset", choices=("paper", "fast"), help="a method preset (defaults otherwise)")
+    train.add_argument("--preset", help="a method preset: paper, fast, or one the method adds (e.g. cpu); defaults "
+                       "otherwise")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                        help="override a method or trainer knob, e.g. --set alpha=1.0 (repeatable)")
     train.add_argument("--pretrain-epochs", type=int)

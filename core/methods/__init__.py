@@ -6,10 +6,11 @@ from core.methods.base import Batch, Method
 from core.methods.cdc import CDC
 from core.methods.dec import DEC
 from core.methods.decs import DECS
+from core.methods.dscdan import DSCDAN
 from core.methods.idec import IDEC
 from core.methods.kmeans import KMeansPixels
 
-REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC, CDC, DECS)}
+REGISTRY: dict[str, type[Method]] = {m.name: m for m in (KMeansPixels, AEKMeans, DEC, IDEC, CDC, DECS, DSCDAN)}
 
 
 def get_method(name: str) -> type[Method]:

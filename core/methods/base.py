@@ -67,6 +67,10 @@ class Method:
     def optimizer(self, model: nn.Module, phase: str) -> torch.optim.Optimizer:
         return adam(model.parameters(), lr=1e-3)
 
+    def batch_size(self, phase: str, n_samples: int) -> int | None:
+        """The method's own batch size for a phase of ``n_samples`` (None: the trainer's ``batch_size``)."""
+        return None
+
     # -- phases ------------------------------------------------------------------------------------
     def pretrain_step(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
         raise NotImplementedError
@@ -100,6 +104,12 @@ class Method:
     def assign(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         """Soft assignments (B, K) and hard labels (B,)."""
         raise NotImplementedError
+
+    def readouts(self, model: nn.Module, x: Tensor) -> dict[str, Tensor]:
+        """Called before every evaluation with the whole data ``x``: refit what ``assign`` reads from
+        (e.g. k-means centres on an embedding) and return other labelings (N,) of the data, which the
+        trainer scores beside the main one as ``acc_<name>``, ``nmi_<name>``, ``ari_<name>``."""
+        return {}
 
     def centroids(self, model: nn.Module) -> Tensor | None:
         """Cluster centres in the latent space of ``embed``, (K, d), or None before init."""

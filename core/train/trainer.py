@@ -144,8 +144,8 @@ class Trainer:
             return True
         step_fn = self.method.pretrain_step if phase == "pretrain" else (
             lambda model, batch: self.method.training_step(model, batch, phase))
-        batch_size = self.config.trainer.batch_size
         n = len(self.x)
+        batch_size = self.method.batch_size(phase, n) or self.config.trainer.batch_size
         while position.phase_epoch < n_epochs:
             started = time.perf_counter()
             extras = self.method.on_epoch_start(self.model, phase, position.epoch, self.x)
@@ -210,6 +210,7 @@ class Trainer:
     def _evaluate(self, row: dict) -> dict[str, np.ndarray]:
         """Fill the row's metrics in place; return the epoch's snapshot arrays."""
         z = encode_all(self.method, self.model, self.x[self.snapshot_index]).cpu().numpy()  # (S, d)
+        alternatives = self.method.readouts(self.model, self.x)
         centroids = self.method.centroids(self.model)
         if centroids is None:
             return {"z": z}
@@ -219,6 +220,9 @@ class Trainer:
         sizes = np.bincount(labels, minlength=self.n_clusters)
         if self.dataset.y is not None:
             row.update(evaluate(self.dataset.y, labels))
+            for name, other in alternatives.items():
+                row.update({f"{metric}_{name}": value
+                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         row["changed"] = (float(np.mean(labels != self.previous_labels))
                           if self.previous_labels is not None else float("nan"))
         row["min_size"], row["max_size"] = int(sizes.min()), int(sizes.max())
