@@ -78,6 +78,11 @@ class Method:
     def init_clusters(self, model: nn.Module, x: Tensor) -> None:
         """Set the cluster parameters from the whole data set ``x`` (N, C, H, W)."""
 
+    def on_phase_start(self, model: nn.Module, phase: str, optimizer: torch.optim.Optimizer, epochs: int,
+                       steps_per_epoch: int) -> None:
+        """Hook when a trained phase starts or resumes: its optimizer and its length (for a learning-rate
+        schedule set in ``before_step``)."""
+
     def on_epoch_start(self, model: nn.Module, phase: str, epoch: int, x: Tensor) -> dict[str, float]:
         """Hook before each epoch of a trained phase (target updates, centre updates on the whole
         data ``x``); returns extra scalars for the epoch's event."""

@@ -146,6 +146,7 @@ class Trainer:
             lambda model, batch: self.method.training_step(model, batch, phase))
         n = len(self.x)
         batch_size = self.method.batch_size(phase, n) or self.config.trainer.batch_size
+        self.method.on_phase_start(self.model, phase, optimizer, n_epochs, math.ceil(n / batch_size))
         while position.phase_epoch < n_epochs:
             started = time.perf_counter()
             extras = self.method.on_epoch_start(self.model, phase, position.epoch, self.x)
