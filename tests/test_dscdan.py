@@ -216,6 +216,17 @@ def test_spectral_loss_reaches_the_encoder_through_the_head_not_the_affinity(dsc
     assert not _has_grad(model.dual.ae.decoder) and not _has_grad(model.dual.ae.logvar_head)
 
 
+def test_paper_form_global_pairs_score_the_conv_features_of_x():
+    torch.manual_seed(0)
+    method = DSCDAN(DSCDANConfig(latent_dim=8, global_pairs="paper", beta_l=0.0), n_clusters=3)
+    model = method.build((1, 8, 8))  # 4 layers: the last conv map is 32 × 2 × 2 = 128 features
+    assert model.dual.global_critic.net[0].in_features == 128 + 8
+    terms = method.pretrain_step(model, Batch(torch.rand(6, 1, 8, 8), torch.arange(6)))
+    assert "local_mi" not in terms  # β_l = 0 skips the costliest term
+    terms["loss"].backward()
+    assert _has_grad(model.dual.global_critic) and _has_grad(model.dual.ae.encoder)
+
+
 def test_two_stage_mode_trains_only_the_spectral_net(dscdan_model):
     method, model, x = dscdan_model
     method.config = DSCDANConfig(latent_dim=8, joint_autoencoder=False)
@@ -251,6 +262,9 @@ def test_presets_and_ablation_columns():
     assert paper.trainer.batch_size == 100 and paper.trainer.epochs == 500  # 5000 iterations, 10 per epoch
     v2 = RunConfig.build("dscdan", "mnist-test", preset="official-v2").params
     assert (v2.n_neighbours, v2.fixed_scale, v2.readout, v2.data_term, v2.beta_l) == (5, 2.62, "argmax", "noisy", 0.0)
+    cpu = RunConfig.build("dscdan", "usps", preset="cpu")
+    assert (cpu.params.gamma_joint, cpu.params.lambda_sp, cpu.params.scale_neighbour) == (1.0, 0.5, 2)
+    assert cpu.trainer.epochs == 30 and cpu.params.max_iter == 300  # 10 batches of ≤ 1024 per epoch
     v1 = RunConfig.build("dscdan", "mnist-test", preset="official-v1").params
     assert not v1.joint_autoencoder and (v1.head, v1.delta, v1.lambda_r) == ("tanh", 2.0, 2.5)
     assert list(DSCDAN.ablations()) == ["ConvAE", "ConvAE+MI", "ConvAE+RS", "ConvAE+MI+RS", "ConvAE+MI+RS+SN (full)"]
