@@ -52,6 +52,11 @@ KINDS: dict[str, str] = {"tsne": "t-SNE", "umap": "UMAP", "pca": "PCA"}
 MAX_FRAMES = 80
 TSNE_WARM_ITERATIONS = 100
 UMAP_WARM_EPOCHS = 60
+# A warm UMAP fit starts from a finished layout, so it takes small steps: at umap-learn's default 1.0
+# the points of 200 unchanged blob codes were reshuffled within their clusters (Procrustes disparity
+# 0.159 to the previous frame); at 0.1 they hold still (0.027), and after a large change of 3,000
+# codes the warm frame was as trustworthy as a cold fit (0.975 vs 0.974, 10 neighbours).
+UMAP_WARM_LEARNING_RATE = 0.1
 EXACT_NEIGHBOURS_UP_TO = 5000  # below this, brute-force kNN beats building an Annoy index
 
 
@@ -162,7 +167,8 @@ def project_tsne(z: np.ndarray, previous: np.ndarray | None, centroids: np.ndarr
 
 
 def project_umap(z: np.ndarray, previous: np.ndarray | None, centroids: np.ndarray | None,
-                 random_state: int = 0, warm_epochs: int = UMAP_WARM_EPOCHS) -> tuple[np.ndarray, np.ndarray | None]:
+                 random_state: int = 0, warm_epochs: int = UMAP_WARM_EPOCHS,
+                 learning_rate: float = UMAP_WARM_LEARNING_RATE) -> tuple[np.ndarray, np.ndarray | None]:
     """UMAP of ``z`` (S, d) with ``init=previous``, Procrustes-aligned onto ``previous``."""
     import umap
 
@@ -172,7 +178,8 @@ def project_umap(z: np.ndarray, previous: np.ndarray | None, centroids: np.ndarr
     # leaves the search index that ``transform`` needs for the centroids.
     model = umap.UMAP(n_neighbors=int(min(15, n - 1)), min_dist=0.1, random_state=random_state,
                       init="spectral" if previous is None else np.asarray(previous, dtype=np.float64),
-                      n_epochs=None if previous is None else warm_epochs, force_approximation_algorithm=True)
+                      n_epochs=None if previous is None else warm_epochs,
+                      learning_rate=1.0 if previous is None else learning_rate, force_approximation_algorithm=True)
     with warnings.catch_warnings():  # "n_jobs overridden by random_state" and similar notices
         warnings.simplefilter("ignore")
         xy = model.fit_transform(z)

@@ -106,9 +106,7 @@ def test_umap_gets_the_previous_frame_as_init_and_is_aligned_to_it():
     np.testing.assert_allclose(centroids, previous[:5], atol=1e-9)
 
 
-@pytest.mark.skipif(os.environ.get("CLUSTERLAB_SLOW_TESTS") != "1",
-                    reason="compiles umap-learn's numba code (30–80 s on 2 cores); set CLUSTERLAB_SLOW_TESTS=1")
-def test_umap_frames_for_real():
+def test_umap_frames_for_real():  # compiles umap-learn's numba code: 30–80 s on 2 cores
     z, labels, centres = _blobs(n=200)
     first, _ = embed.project_umap(z, None, centres)
     second, centroids = embed.project_umap(z + 0.01, first, centres)
