@@ -147,6 +147,19 @@ def test_phase1_trains_the_autoencoder_not_mnet_nor_the_centres(dcss_model):
     assert not model.centroids.requires_grad  # μ moves only by the M-step
 
 
+@pytest.mark.parametrize("clip_q", [True, False])
+def test_clipping_switch_decides_whether_saturated_outputs_learn(dcss_model, clip_q):
+    # MNet's last bias at 30 puts every q above 0.99 / below 0.01: clipped, L_q is constant and MNet learns nothing
+    method, model, x = dcss_model
+    method.config = method.config.replace(clip_q=clip_q)
+    method.epochs_done = 2
+    method.on_epoch_start(model, "cluster", 2, x)
+    with torch.no_grad():
+        model.mnet.layers[-1].bias[0] = 30.0
+    method.training_step(model, Batch(x, torch.arange(len(x))), "cluster")["loss"].backward()
+    assert (model.mnet.layers[-1].weight.grad.abs().sum() == 0) == clip_q
+
+
 def test_phase2_trains_encoder_and_mnet_not_the_decoder(dcss_model):
     method, model, x = dcss_model
     method.epochs_done = 2

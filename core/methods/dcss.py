@@ -324,7 +324,7 @@ class DCSS(AutoencoderMethod):
         super().__init__(config, n_clusters, seed)
         self.epochs_done = 0     # clustering-phase epochs finished (phase 1 and 2 together)
         self.stage = 1           # DCSS phase of the running (or last) epoch; decides the read-out
-        self.pair_totals: dict[str, Tensor] = {}  # phase-2 pair counts and confidence of the running epoch
+        self.pair_totals: dict[str, Tensor] = {}  # pair counts and summed confidence of the running epoch
         self.samples_seen = 0
 
     @classmethod
@@ -333,12 +333,12 @@ class DCSS(AutoencoderMethod):
 
     @classmethod
     def presets(cls, dataset):
-        small = dataset == "digits"
+        digits = dataset == "digits"
         small_images = dataset in ("digits", "usps")
         return {"paper": dict(PAPER),
                 # a demo budget: digits in about a minute on one CPU thread (small batches: more steps)
-                "fast": {"batch_size": 64 if small else 256, "pretrain_epochs": 12 if small else 8,
-                         "epochs": 18 if small else 10, "phase1_epochs": 8 if small else 4, "switch_epoch": 3,
+                "fast": {"batch_size": 64 if digits else 256, "pretrain_epochs": 12 if digits else 8,
+                         "epochs": 18 if digits else 10, "phase1_epochs": 8 if digits else 4, "switch_epoch": 3,
                          "resize": False, "kmeans_restarts": 5},
                 # the benchmark's CPU budget, ≤ 20 minutes a seed on one CPU thread: 16×16 USPS affords 2.5× the
                 # epochs of 28×28 MNIST-test (about 10 s against 35 s an epoch, plus the per-epoch read-out)
@@ -380,6 +380,8 @@ class DCSS(AutoencoderMethod):
             return {}
         c = self.config
         self.stage = 1 if self.epochs_done < c.phase1_epochs else 2
+        if self._phase2_epoch() == 0:
+            log.info("DCSS phase 2 (MNet) starts at clustering epoch %d", self.epochs_done + 1)
         self.pair_totals = {}
         self.samples_seen = 0
         extras = {"stage": float(self.stage)}
