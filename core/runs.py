@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.storage import atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, read_json
+from core.storage import (atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, partial_writes,
+                          read_json)
 
 ACTIVE_STATES = ("queued", "running")
 
@@ -118,6 +119,11 @@ class RunStore:
     # -- checkpoints and results -----------------------------------------------------------------
     def save_checkpoint(self, state: dict) -> None:
         atomic_torch_save(self.path / "checkpoints" / "last.pt", state)
+
+    def discard_partial_writes(self) -> None:
+        """Delete what a killed training process left half-written (before it resumes)."""
+        for path in partial_writes(self.path):
+            path.unlink(missing_ok=True)
 
     def load_checkpoint(self, map_location=None) -> dict | None:
         path = self.path / "checkpoints" / "last.pt"

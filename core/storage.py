@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, then ``os.replace``.
 
 A reader (the app, a second tab) therefore sees either the old or the new file, never half of one,
-and a ``kill -9`` leaves no corrupt file behind.
+and a ``kill -9`` leaves no corrupt file behind: at most a temporary one, which ``partial_writes``
+finds for the next writer to delete.
 """
 from __future__ import annotations
 
@@ -28,6 +29,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def partial_writes(folder: str | os.PathLike) -> list[Path]:
+    """The temporary files under ``folder`` of writes whose process died before the rename."""
+    return sorted(Path(folder).rglob(".*.tmp"))
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -6,8 +6,9 @@ from core.data import ImageDataset, load_dataset
 from core.runs import RunStore, new_run_id
 from core.train import RunConfig, Trainer
 
-# Small batches give the autoencoder enough steps on 3,000 images (47 per epoch).
-BUDGET = {"pretrain_epochs": 25, "epochs": 10, "batch_size": 64, "kmeans_restarts": 5, "snapshot_size": 500}
+# Small batches give the autoencoder enough steps on 3,000 images (47 per epoch); with 25 pretraining
+# epochs IDEC reached 0.586 against 0.549 for k-means, with 40 it reaches 0.642.
+BUDGET = {"pretrain_epochs": 40, "epochs": 10, "batch_size": 64, "kmeans_restarts": 5, "snapshot_size": 500}
 
 
 @pytest.fixture(scope="module")

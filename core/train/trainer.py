@@ -92,6 +92,8 @@ class Trainer:
         self.model = self.method.build(self.dataset.shape).to(self.device)
         position = _Position()
         optimizer = None
+        if resume:
+            self.store.discard_partial_writes()
         checkpoint = self.store.load_checkpoint(map_location=self.device) if resume else None
         if checkpoint:
             position, optimizer = self._restore(checkpoint, generator)
