@@ -38,6 +38,7 @@ from core.config import Config, knob
 from core.losses import squared_distances, student_t_assign
 from core.methods.base import Method, kmeans_labels
 from core.models import adam
+from core.models.autoencoders import mlp
 
 log = logging.getLogger(__name__)
 
@@ -219,21 +220,12 @@ class DualAutoencoder(nn.Module):
         return torch.sigmoid(self.output(h))
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
 class GlobalCritic(nn.Module):
     """T_g: an MLP (a + d) → d → d → d → 1 on the concatenated pair, one logit per row."""
 
     def __init__(self, pair_dim: int, latent_dim: int):
         super().__init__()
-        self.net = _mlp([pair_dim + latent_dim, latent_dim, latent_dim, latent_dim, 1])
+        self.net = mlp([pair_dim + latent_dim, latent_dim, latent_dim, latent_dim, 1])
 
     def forward(self, a: Tensor, z: Tensor) -> Tensor:
         return self.net(torch.cat([a, z], 1)).squeeze(1)  # (m,)
@@ -250,7 +242,7 @@ class LocalCritic(nn.Module):
         super().__init__()
         self.from_map = nn.Linear(map_channels, latent_dim)
         self.from_code = nn.Linear(latent_dim, latent_dim, bias=False)
-        self.rest = nn.Sequential(nn.ReLU(), _mlp([latent_dim, latent_dim, latent_dim, 1]))
+        self.rest = nn.Sequential(nn.ReLU(), mlp([latent_dim, latent_dim, latent_dim, 1]))
 
     def forward(self, local_map: Tensor, z: Tensor, shuffle: Tensor) -> tuple[Tensor, Tensor]:
         """Logits (m, h, w) of ``[M_i; ẑ_i]`` and of ``[M_π(i); ẑ_i]`` (π = ``shuffle``)."""
@@ -277,7 +269,7 @@ class DSCDANModel(nn.Module):
     def __init__(self, dual: DualNetwork, latent_dim: int, n_clusters: int):
         super().__init__()
         self.dual = dual
-        self.spectral = _mlp([latent_dim, *SPECTRAL_HIDDEN, n_clusters])
+        self.spectral = mlp([latent_dim, *SPECTRAL_HIDDEN, n_clusters])
         self.nu = nn.Parameter(torch.zeros(n_clusters, latent_dim))
         self.register_buffer("omega", torch.eye(n_clusters, dtype=torch.float64))
         self.register_buffer("y_centres", torch.zeros(n_clusters, n_clusters))

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers through ``sizes`` with a ReLU between consecutive ones (none after the last)."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
@@ -31,8 +32,8 @@ class MLPAutoencoder(nn.Module):
         super().__init__()
         self.input_shape = tuple(input_shape)
         n_in = math.prod(input_shape)
-        self.encoder = _mlp([n_in, *self.hidden, latent_dim])
-        self.decoder = _mlp([latent_dim, *reversed(self.hidden), n_in])
+        self.encoder = mlp([n_in, *self.hidden, latent_dim])
+        self.decoder = mlp([latent_dim, *reversed(self.hidden), n_in])
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x.flatten(1))  # (B, d)
