@@ -132,7 +132,7 @@ def describe_methods() -> str:
     for name, method in REGISTRY.items():
         lines.append(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})")
         for knob in method.Config.knobs():
-            span = f"[{knob.min} … {knob.max}]" if knob.choices is None else "{" + ", ".join(knob.choices) + "}"
+            span = f"[{knob.min} … {knob.max}]" if knob.choices is None else "{" + ", ".join(map(str, knob.choices)) + "}"
             lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<20} {knob.help}")
     lines.append("trainer:")
     for knob in TrainerConfig.knobs():

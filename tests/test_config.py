@@ -49,3 +49,12 @@ def test_unknown_setting_is_refused_with_its_name():
 def test_bad_override_syntax():
     with pytest.raises(ValueError, match="name=value"):
         parse_overrides(["alpha"])
+
+
+def test_cli_methods_listing_names_every_method_and_knob():
+    from core.cli import describe_methods
+
+    listing = describe_methods()
+    for name, method in REGISTRY.items():
+        assert f"{name}: {method.title}" in listing
+        assert all(knob.name in listing for knob in method.Config.knobs())
