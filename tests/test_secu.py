@@ -282,9 +282,10 @@ def test_too_many_clusters_for_the_data_are_refused():
 
 
 # -- a short run on real digits ------------------------------------------------------------------------
+# Measured (1 thread, seed 0): k-means on pixels 0.792 (20 restarts); SeCu fast (20 epochs of 32) 0.865.
 def test_fast_preset_on_digits_beats_kmeans_on_pixels(tmp_path):
     digits = load_dataset("digits")
-    config = RunConfig.build("kmeans", "digits", seed=0, preset="fast")
+    config = RunConfig.build("kmeans", "digits", seed=0)  # 20 restarts, the stronger baseline
     pixels = Trainer(config, digits, RunStore.create(tmp_path, "kmeans", config.to_dict())).run()["acc"]
     config = RunConfig.build("secu", "digits", seed=0, preset="fast")
     store = RunStore.create(tmp_path, "secu", config.to_dict())
