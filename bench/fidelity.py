@@ -3,6 +3,7 @@
     CLUSTERLAB_DATA=../shared/data python bench/fidelity.py --methods kmeans ae-kmeans dec idec \
         --data usps mnist-test --seeds 0 1 2 --runs-dir bench-runs
     python bench/fidelity.py --runs-dir bench-runs --table-only     # the table of runs already there
+    python bench/fidelity.py --runs-dir bench-runs --table-only --curve-every 5   # and the ACC curves
 
 Final-epoch metrics of each run (never the best seen). The table is built from the run directories,
 so a grid can be run in pieces; runs already finished with the same settings are not run again.
@@ -45,20 +46,40 @@ def comparable(config: dict) -> dict:
 
 
 def summarise(runs: list[tuple[dict, dict, float]]) -> str:
-    groups: dict[tuple[str, str], list] = {}
+    groups: dict[tuple[str, str, str], list] = {}
     for config, last, minutes in runs:
-        groups.setdefault((config["data"], config["method"]), []).append((config, last, minutes))
+        key = (config["data"], config["method"], config.get("preset") or "defaults")
+        groups.setdefault(key, []).append((config, last, minutes))
     rows = []
     method_order = list(REGISTRY)
-    for (data, method), members in sorted(groups.items(), key=lambda g: (g[0][0], method_order.index(g[0][1]))):
+    for (data, method, preset), members in sorted(groups.items(),
+                                                  key=lambda g: (g[0][0], method_order.index(g[0][1]), g[0][2])):
         seeds = sorted(c["seed"] for c, _, _ in members)
         paper = get_method(method).published.get(data)
-        rows.append([data, get_method(method).title, len(seeds),
+        rows.append([data, get_method(method).title, preset, len(seeds),
                      *(mean_std(last[k] for _, last, _ in members) for k in ("acc", "nmi", "ari")),
                      f"{statistics.median(m for _, _, m in members):.1f}",
                      "—" if paper is None else f"{paper[0]:.3f} / {paper[1]:.3f}", "—" if paper is None else paper[2]])
-    header = ["data", "method", "seeds", "ACC", "NMI", "ARI", "median min/seed", "published ACC / NMI", "source"]
+    header = ["data", "method", "preset", "seeds", "ACC", "NMI", "ARI", "median min/seed", "published ACC / NMI", "source"]
     return table(header, rows)
+
+
+def epoch_curves(runs_dir: Path, every: int) -> str:
+    """Mean ACC over seeds at every ``every``-th epoch of the finished runs' cluster phase, one column per group."""
+    columns: dict[str, dict[int, list[float]]] = {}
+    for path in sorted(runs_dir.glob("*/config.json")):
+        store = RunStore(path.parent)
+        if store.read_status().get("state") != "finished":
+            continue
+        config, metrics = store.read_config(), store.read_metrics()
+        cluster = metrics[metrics["phase"] == "cluster"].dropna(subset=["acc"])
+        name = f'{get_method(config["method"]).title} · {config["data"]} · {config.get("preset") or "defaults"}'
+        for epoch, acc in zip(cluster["epoch"] - cluster["epoch"].iloc[0], cluster["acc"]):
+            if epoch % every == 0 or epoch == len(cluster) - 1:
+                columns.setdefault(name, {}).setdefault(int(epoch), []).append(acc)
+    epochs = sorted({e for column in columns.values() for e in column})
+    rows = [[e, *(f"{statistics.mean(c[e]):.3f}" if e in c else "" for c in columns.values())] for e in epochs]
+    return table(["cluster epoch", *(f"ACC {name}" for name in columns)], rows)
 
 
 def main() -> None:
@@ -66,11 +87,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["kmeans", "ae-kmeans", "dec", "idec"])
     parser.add_argument("--data", nargs="+", default=["usps", "mnist-test"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--preset", choices=("paper", "fast"))
+    parser.add_argument("--preset", help="a preset every listed method has (paper, fast, cpu, ...)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--runs-dir", type=Path, help="where runs are kept (default: a temporary folder)")
     parser.add_argument("--table-only", action="store_true", help="print the table of the runs in --runs-dir")
+    parser.add_argument("--curve-every", type=int, metavar="E",
+                        help="also print the mean ACC curve over seeds, every E epochs of the cluster phase")
     args = parser.parse_args()
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="clusterlab-fidelity-"))
     if not args.table_only:
@@ -89,6 +112,8 @@ def main() -> None:
                           f"({seconds:.0f} s, {store.read_status().get('reason')})", file=sys.stderr, flush=True)
     print(summarise(finished_runs(runs_dir)))
     print("\nFinal-epoch metrics, mean ± sd over seeds; NMI with arithmetic normalisation.")
+    if args.curve_every:
+        print("\n" + epoch_curves(runs_dir, args.curve_every))
 
 
 if __name__ == "__main__":

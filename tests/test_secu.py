@@ -275,6 +275,19 @@ def test_resnet18_embeds_rgb():
     assert z.shape == (2, 64) and torch.allclose(z.norm(dim=1), torch.ones(2))
 
 
+@pytest.mark.parametrize("side, last_map", [(16, 4), (28, 3)])
+def test_small_cnn_pools_early_on_28_pixel_images(side, last_map):
+    # 16 → 8 → 4 with §g's two pools; 28 → 14 → 7 → 3 with the early one, so the last convolution's
+    # receptive field covers a whole 28-pixel digit
+    method = SeCu(SeCuConfig(heads=1), n_clusters=2)
+    model = method.build((1, side, side)).eval()
+    maps = []
+    last_conv = [m for m in model.backbone.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    last_conv.register_forward_hook(lambda module, inputs, output: maps.append(output.shape[-1]))
+    z = method.embed(model, torch.rand(2, 1, side, side))
+    assert maps == [last_map] and torch.allclose(z.norm(dim=1), torch.ones(2))
+
+
 def test_too_many_clusters_for_the_data_are_refused():
     method = SeCu(SeCuConfig(heads=3), n_clusters=10)
     with pytest.raises(ValueError, match="30 clusters"):

@@ -53,6 +53,7 @@ SAMPLES = {"usps": 9298, "mnist": 70000, "mnist-test": 10000, "fashion-mnist": 7
 GAMMA = {"usps": 0.7, "mnist-test": 0.85}
 ERASE_SIDE = 0.25       # §g: a 4×4 patch on 16×16 images, a quarter of the side
 RESNET_POOL_SIDE = 64   # §b: the STL-10 network adds a max-pool to the stem for large inputs
+EARLY_POOL_SIDE = 24     # the small CNN pools after its first convolution from this side on (28×28 data)
 CALIBRATION_SIZE = 2048  # clean images whose exact BN statistics the readout uses
 
 
@@ -285,12 +286,17 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 class SmallCNN(nn.Module):
-    """The 4-conv backbone of §g: w, w (pool), 2w (pool), 4w channels, global average pool → 4w."""
+    """The 4-conv backbone of §g: w, w (pool), 2w (pool), 4w channels, global average pool → 4w.
 
-    def __init__(self, channels: int, width: int = 32):
+    ``early_pool`` adds a 2×2 max-pool after the first convolution: on 28×28 images the receptive field
+    of the last layer then covers the whole digit (38 px instead of 20) at a quarter of the FLOPs.
+    """
+
+    def __init__(self, channels: int, width: int = 32, early_pool: bool = False):
         super().__init__()
         self.features = 4 * width
-        self.body = nn.Sequential(*_conv_bn_relu(channels, width), *_conv_bn_relu(width, width), nn.MaxPool2d(2),
+        self.body = nn.Sequential(*_conv_bn_relu(channels, width), *([nn.MaxPool2d(2)] if early_pool else []),
+                                  *_conv_bn_relu(width, width), nn.MaxPool2d(2),
                                   *_conv_bn_relu(width, 2 * width), nn.MaxPool2d(2),
                                   *_conv_bn_relu(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
@@ -459,12 +465,12 @@ class SeCu(Method):
 
     # -- model -------------------------------------------------------------------------------------
     def build(self, input_shape):
-        channels, height, width = input_shape
+        channels, side = input_shape[0], min(input_shape[1:])
         c = self.config
         if c.backbone == "resnet18":
-            backbone = ResNet18(channels, min(height, width))
+            backbone = ResNet18(channels, side)
         else:
-            backbone = SmallCNN(channels, c.width)
+            backbone = SmallCNN(channels, c.width, early_pool=side >= EARLY_POOL_SIDE)
         return SeCuNet(backbone, c.embedding_dim, self.head_sizes).to(memory_format=torch.channels_last)
 
     def optimizer(self, model, phase):
