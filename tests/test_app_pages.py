@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from core.data import DataError
 from core.embed import compute_frames, epoch_view, epoch_views
 from core.launch import run_progress
+from core.methods import REGISTRY, get_method
 from core.runs import RunStore
 from core.train import RunConfig
 from pages import charts, common, explore, train
@@ -110,6 +111,30 @@ def test_train_page_preset_resets_the_knobs_to_its_values(app):
     config = at.session_state[common.TRAIN_CONFIG]
     assert config["preset"] == "paper"
     assert config["trainer"]["epochs"] == RunConfig.build("idec", "digits", preset="paper").trainer.epochs != 7
+
+
+def test_train_page_offers_each_methods_own_presets(app):
+    at = open_page(app, "train")
+    at.selectbox(key="train.method").set_value("dscdan").run()
+    control = at.segmented_control(key="train.preset")
+    assert control.options == ["fast demo", "CPU budget", "paper", "official-v2", "official-v1", "defaults"]
+    control.set_value("official-v1").run()
+    assert at.session_state[common.TRAIN_CONFIG]["params"]["head"] == "tanh"  # official-v1's head
+    at.selectbox(key="train.method").set_value("idec").run()  # IDEC has no official-v1: back to the demo
+    assert at.session_state[common.TRAIN_CONFIG]["preset"] == "fast"
+    assert at.segmented_control(key="train.preset").options == ["fast demo", "paper", "defaults"]
+
+
+def test_train_page_draws_every_preset_of_every_method(app):
+    at = open_page(app, "train")
+    for method in REGISTRY:
+        at.selectbox(key="train.method").set_value(method).run()
+        for preset in get_method(method).presets("digits"):
+            at.segmented_control(key="train.preset").set_value(preset).run()
+            assert not at.exception, (method, preset)
+            config = at.session_state[common.TRAIN_CONFIG]
+            expected = RunConfig.build(method, "digits", preset=preset)
+            assert (config["preset"], config["trainer"]) == (preset, expected.trainer.to_dict()), (method, preset)
 
 
 def test_train_page_labels_sliders_with_symbols(app):
