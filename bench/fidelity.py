@@ -74,8 +74,8 @@ def epoch_curves(runs_dir: Path, every: int) -> str:
         config, metrics = store.read_config(), store.read_metrics()
         cluster = metrics[metrics["phase"] == "cluster"].dropna(subset=["acc"])
         name = f'{get_method(config["method"]).title} · {config["data"]} · {config.get("preset") or "defaults"}'
-        for epoch, acc in zip(cluster["epoch"] - cluster["epoch"].iloc[0], cluster["acc"]):
-            if epoch % every == 0 or epoch == len(cluster) - 1:
+        for epoch, acc in zip(cluster["epoch"] - cluster["epoch"].iloc[0] + 1, cluster["acc"]):
+            if epoch % every == 0 or epoch in (1, len(cluster)):
                 columns.setdefault(name, {}).setdefault(int(epoch), []).append(acc)
     epochs = sorted({e for column in columns.values() for e in column})
     rows = [[e, *(f"{statistics.mean(c[e]):.3f}" if e in c else "" for c in columns.values())] for e in epochs]

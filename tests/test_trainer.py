@@ -175,3 +175,15 @@ def test_sigterm_stops_after_the_batch_with_a_checkpoint(tmp_path):
     assert process.wait(timeout=60) == 0
     store = RunStore(next((tmp_path / "runs").iterdir()))
     assert store.read_status()["state"] == "stopped" and store.load_checkpoint() is not None
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"max_iter": 10, "tol": 0.0}, "all iterations done (iteration 10)"),
+    ({"max_iter": 5000, "tol": 0.5, "update_interval": 5}, "converged: "),  # half the labels: met at once
+])
+def test_finished_status_says_why_the_method_ended(digits_subset, tmp_path, overrides, reason):
+    _, _, store = run("dec", digits_subset, tmp_path, {**overrides, "epochs": 20})
+    status = store.read_status()
+    assert status["state"] == "finished" and status["reason"].startswith(reason)
+    if reason.startswith("converged"):
+        assert "tolerance 50.00%" in status["reason"]

@@ -93,9 +93,9 @@ class Method:
         dual variables) for its event."""
         return {}
 
-    def before_step(self, model: nn.Module, step: int, x: Tensor) -> bool:
-        """Per-iteration hook before each cluster-phase batch; return True to stop (converged)."""
-        return False
+    def before_step(self, model: nn.Module, step: int, x: Tensor) -> str | None:
+        """Per-iteration hook before each cluster-phase batch; return why to end the run here, or None."""
+        return None
 
     def training_step(self, model: nn.Module, batch: Batch, phase: str) -> dict[str, Tensor]:
         """Return ``{"loss": total, <term>: value, ...}`` for one batch of the cluster phase."""
@@ -212,6 +212,11 @@ def encode_all(method: Method, model: nn.Module, x: Tensor, chunk: int = 4096) -
     z = torch.cat([method.embed(model, x[i:i + chunk]) for i in range(0, len(x), chunk)])
     model.train(was_training)
     return z
+
+
+def converged_message(changed: float, tol: float) -> str:
+    """Why a tolerance rule ended a run, e.g. ``converged: 0.08% of labels changed (tolerance 0.10%)``."""
+    return f"converged: {changed:.2%} of labels changed (tolerance {tol:.2%})"
 
 
 @torch.no_grad()

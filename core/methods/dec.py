@@ -8,7 +8,7 @@ import torch
 from core.config import knob
 from core.losses import kl_clustering_loss, student_t_assign, target_distribution
 from core.methods.ae_kmeans import pretrain_epochs_paper
-from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all
+from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all, converged_message
 from core.models import sgd
 
 # A demo budget: small batches give the autoencoder enough steps on small sets such as digits.
@@ -57,9 +57,9 @@ class DEC(AutoencoderMethod):
 
     def before_step(self, model, step, x):
         if step >= self.config.max_iter:
-            return True
+            return "all iterations done"
         if step % self.config.update_interval:
-            return False
+            return None
         q, labels = assign_all(self, model, x)
         self.target = target_distribution(q)
         converged = False
@@ -67,7 +67,7 @@ class DEC(AutoencoderMethod):
             self.delta = (labels != self.labels).float().mean().item()
             converged = step > 0 and self.delta < self.config.tol
         self.labels = labels
-        return converged
+        return converged_message(self.delta, self.config.tol) if converged else None
 
     def cluster_terms(self, model, batch):
         """Codes (B, d) and the KL term of one batch."""

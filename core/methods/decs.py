@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from core.config import knob
 from core.losses import student_t_assign
-from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all
+from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all, converged_message
 from core.models import adam
 
 log = logging.getLogger(__name__)
@@ -321,16 +321,16 @@ class DECS(AutoencoderMethod):
     def before_step(self, model, step, x):
         c = self.config
         if step >= c.max_iter:
-            return True
+            return "all iterations done"
         if c.tol <= 0 or step % c.update_interval:
-            return False
+            return None
         _, labels = assign_all(self, model, x)
         converged = False
         if self.labels is not None:
             self.delta = (labels != self.labels).float().mean().item()
             converged = step > 0 and self.delta < c.tol
         self.labels = labels
-        return converged
+        return converged_message(self.delta, c.tol) if converged else None
 
     def state_dict(self):
         return {"labels": self.labels, "delta": self.delta, "t_sum": self.t_sum, "t_count": self.t_count}

@@ -525,7 +525,9 @@ class DSCDAN(Method):
         return {"ortho_error": self.ortho_sum / self.steps, "kernel_scale_s": self.scale_sum / self.steps}
 
     def before_step(self, model, step, x):
-        return step >= self.config.max_iter or self.converged
+        if step >= self.config.max_iter:
+            return "all iterations done"
+        return "converged: the loss changed less than the tolerance" if self.converged else None
 
     @torch.no_grad()
     def readouts(self, model, x):

@@ -514,7 +514,7 @@ class SeCu(Method):
             epochs, steps_per_epoch = self.schedule
             lr = encoder_lr(step, steps_per_epoch, epochs, self.config.warmup_epochs, self.config.lr)
             self.optimizer_.param_groups[0]["lr"] = lr
-        return False
+        return None
 
     def on_epoch_start(self, model, phase, epoch, x):
         if phase != "cluster":

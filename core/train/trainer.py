@@ -159,8 +159,10 @@ class Trainer:
             self.model.train()
             for b in range(n_batches):
                 self._check_stop(position, b, n_batches, phase)
-                if phase == "cluster" and self.method.before_step(self.model, position.step, self.x):
+                ended = phase == "cluster" and self.method.before_step(self.model, position.step, self.x)
+                if ended:
                     converged = True
+                    self.finish_reason = f"{ended} (iteration {position.step})"
                     break
                 index = order[b * batch_size:(b + 1) * batch_size]
                 losses = step_fn(self.model, Batch(self.x[index], index))
@@ -184,8 +186,6 @@ class Trainer:
             if phase == "pretrain" and position.phase_epoch == n_epochs:
                 self._save_pretrained()
             if converged:
-                self.finish_reason = (f"converged: fewer labels changed than the tolerance "
-                                      f"at iteration {position.step}")
                 return False
             if stop:
                 raise StopTraining("a callback asked to stop")
