@@ -12,6 +12,7 @@ AE+k-means, DEC and IDEC of one seed share their pretrained autoencoder through 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -28,7 +29,11 @@ from core.train import RunConfig  # noqa: E402
 
 
 def finished_runs(runs_dir: Path) -> list[tuple[dict, dict, float]]:
-    """(config, last metrics row, minutes) of every finished run in the folder."""
+    """(config, last metrics row, minutes) of every finished run in the folder.
+
+    The last row also carries ``init_acc``: ACC right after the cluster initialisation, i.e. k-means on
+    the run's own pretrained codes for the autoencoder methods (NaN where the init is not scored).
+    """
     found = []
     for path in sorted(runs_dir.glob("*/config.json")):
         store = RunStore(path.parent)
@@ -36,6 +41,8 @@ def finished_runs(runs_dir: Path) -> list[tuple[dict, dict, float]]:
         if store.read_status().get("state") != "finished" or metrics.empty:
             continue
         last = metrics.iloc[-1].to_dict()
+        init = metrics.loc[metrics["phase"] == "init", "acc"] if "acc" in metrics else []
+        last["init_acc"] = float(init.iloc[0]) if len(init) else float("nan")
         found.append((store.read_config(), last, last["time"] / 60))
     return found
 
@@ -43,6 +50,11 @@ def finished_runs(runs_dir: Path) -> list[tuple[dict, dict, float]]:
 def comparable(config: dict) -> dict:
     """The part of a config that decides a result: everything but bookkeeping."""
     return {k: config.get(k) for k in ("method", "data", "seed", "trainer", "params")}
+
+
+def init_column(values) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    return mean_std(values) if values else "—"
 
 
 def summarise(runs: list[tuple[dict, dict, float]]) -> str:
@@ -58,9 +70,10 @@ def summarise(runs: list[tuple[dict, dict, float]]) -> str:
         paper = get_method(method).published.get(data)
         rows.append([data, get_method(method).title, preset, len(seeds),
                      *(mean_std(last[k] for _, last, _ in members) for k in ("acc", "nmi", "ari")),
+                     init_column(last["init_acc"] for _, last, _ in members),
                      f"{statistics.median(m for _, _, m in members):.1f}",
                      "—" if paper is None else f"{paper[0]:.3f} / {paper[1]:.3f}", "—" if paper is None else paper[2]])
-    header = ["data", "method", "preset", "seeds", "ACC", "NMI", "ARI", "median min/seed", "published ACC / NMI", "source"]
+    header = ["data", "method", "preset", "seeds", "ACC", "NMI", "ARI", "ACC at init", "median min/seed", "published ACC / NMI", "source"]
     return table(header, rows)
 
 
