@@ -137,6 +137,15 @@ def wait_for_chart(page, title: str, trace: str, at_least: int, timeout_s: float
     raise AssertionError(f"no chart {title!r} with {at_least} points in {trace!r} after {timeout_s} s; saw {seen}")
 
 
+def set_slider(page, label: str, key: str) -> None:
+    """Focus the slider labelled ``label`` and press ``key`` (Home: its minimum, End: its maximum)."""
+    slider = page.get_by_test_id("stSlider").filter(has=page.get_by_text(label, exact=True))
+    thumb = slider.get_by_role("slider")
+    thumb.focus()
+    page.keyboard.press(key)
+    page.wait_for_timeout(500)
+
+
 def wait_for_scatter(page, accept, timeout_s: float) -> dict:
     """Poll until a chart's traces (name → points) satisfy ``accept``."""
     deadline = time.monotonic() + timeout_s
@@ -169,6 +178,9 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     fast = page.get_by_role("radio", name="fast demo")
     if fast.get_attribute("aria-checked") != "true":  # clicking the selected option would deselect it
         fast.click()
+    # No tolerance stop and the most epochs, so the run outlasts the reload below on a fast machine too
+    set_slider(page, "tol", "Home")
+    set_slider(page, "epochs", "End")
     page.get_by_role("button", name="Start").click()
     started = time.monotonic()
     wait_for_chart(page, "Loss per term", "total", at_least=1, timeout_s=60)
@@ -181,6 +193,7 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     store = RunStore(run_dir)
     config = store.read_config()
     assert config["method"] == "idec" and config["preset"] == "fast" and config["data"] == "digits"
+    assert config["params"]["tol"] == 0 and config["trainer"]["epochs"] == 2000
 
     # Reload while training: the run goes on, and the page finds it again.
     epoch_before = int(store.read_metrics()["epoch"].max())
@@ -206,3 +219,9 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     wait_for_chart(page, "ACC per epoch", store.id, at_least=2, timeout_s=30)
     screenshot(page, "runs")
     print("timeline (s):", {step: round(seconds, 1) for step, seconds in timeline.items()})  # shown with -s
+
+    store.request_stop()  # what Stop does; a 2,000-epoch run must not outlive the test
+    deadline = time.monotonic() + 60
+    while store.read_status()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert store.read_status()["state"] == "stopped"
