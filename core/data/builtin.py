@@ -42,6 +42,9 @@ BUILTINS: dict[str, Builtin | None] = {
                              class_names=tuple(FASHION_CLASSES)),
 }
 
+# Images per built-in set: presets scale their budgets with it before the data is loaded.
+BUILTIN_SIZES = {"digits": 1797, "usps": 9298, "mnist": 70000, "mnist-test": 10000, "fashion-mnist": 70000}
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("CLUSTERLAB_CACHE", Path.home() / ".cache" / "clusterlab"))

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import knob
+from core.data import BUILTIN_SIZES
 from core.losses import student_t_assign
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all, converged_message
 from core.models import adam
@@ -39,7 +40,6 @@ OTSU_BINS = 1000
 T_MIN, T_MAX = 1e-3, 1.0 - 1e-3   # §f.3: φ_t divides by t and by 1 − t
 SHIFT, DEGREES = 0.1, 10.0        # §c: random shift ±10 % of the side, rotation ±10°
 COLLAPSE_RATIO = 3.0              # §f.8: warn when a cluster holds more than 3× its expected share
-SAMPLES = {"usps": 9298, "mnist": 70000, "mnist-test": 10000, "fashion-mnist": 70000, "digits": 1797}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ class DECSConfig(AutoencoderConfig):
 
 def cluster_epochs(dataset: str, iterations: int = 20000, batch_size: int = 256) -> int:
     """Trainer epochs that hold ``iterations`` steps of ``batch_size`` on a known data set (2000 otherwise)."""
-    n = SAMPLES.get(dataset)
+    n = BUILTIN_SIZES.get(dataset)
     return min(2000, math.ceil(iterations / math.ceil(n / batch_size))) if n else 2000
 
 
@@ -252,7 +252,7 @@ class DECS(AutoencoderMethod):
     def presets(cls, dataset):
         paper = {"batch_size": 256, "pretrain_epochs": 500, "epochs": cluster_epochs(dataset), "max_iter": 20000,
                  "kmeans_restarts": 20}
-        small = dataset == "digits" or SAMPLES.get(dataset, 10 ** 9) < 5000
+        small = dataset == "digits" or BUILTIN_SIZES.get(dataset, 10 ** 9) < 5000
         fast = ({"batch_size": 64, "pretrain_epochs": 20, "epochs": 15, "kmeans_restarts": 5} if small else
                 {"batch_size": 256, "pretrain_epochs": 15, "epochs": 15, "kmeans_restarts": 5})
         return {"paper": paper,

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import Config, knob
+from core.data import BUILTIN_SIZES
 from core.losses import squared_distances, student_t_assign
 from core.methods.base import Method, kmeans_labels
 from core.models import adam
@@ -46,7 +47,6 @@ JITTER = 1e-6            # relative to tr(ỸᵀỸ)/K, pitfall 3
 LEAKY_SLOPE = 0.2        # LeakyReLU of the official encoder and decoder (§b)
 SPECTRAL_HIDDEN = (1024, 1024, 512)
 CHUNK = 4096
-SAMPLES = {"usps": 9298, "mnist": 70000, "mnist-test": 10000, "fashion-mnist": 70000, "digits": 1797}
 
 # What the readout reads: nothing yet, k-means centres on μ (after init), the spectral embedding.
 STAGE_NONE, STAGE_LATENT, STAGE_SPECTRAL = 0, 1, 2
@@ -347,7 +347,7 @@ class DSCDANConfig(Config):
 
 def joint_epochs(dataset: str, iterations: int, spectral_batch: int) -> int:
     """Trainer epochs that hold ``iterations`` joint steps on a known data set (2000 otherwise)."""
-    n = SAMPLES.get(dataset)
+    n = BUILTIN_SIZES.get(dataset)
     return math.ceil(iterations / math.ceil(n / spectral_batch)) if n else 2000
 
 
@@ -388,7 +388,7 @@ class DSCDAN(Method):
     def presets(cls, dataset):
         paper = cls.dataset_defaults(dataset)
         official = {**paper, "conv_layers": 4, "channel_scale": 2, "beta_l": 0.0}
-        small = SAMPLES.get(dataset, 10 ** 9) < 5000
+        small = BUILTIN_SIZES.get(dataset, 10 ** 9) < 5000
         wide = dataset.startswith(("mnist", "fashion"))  # 28×28: a joint step costs ~3× USPS's
         cpu_batch = 512 if wide else 1024
         return {

@@ -44,12 +44,12 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import Config, knob
+from core.data import BUILTIN_SIZES
 from core.methods.base import Method
 from core.methods.decs import recalibrate_batch_norm
 
 log = logging.getLogger(__name__)
 
-SAMPLES = {"usps": 9298, "mnist": 70000, "mnist-test": 10000, "fashion-mnist": 70000, "digits": 1797}
 # §f.4: γN/K must not exceed the smallest class, γ ≤ K·min share: USPS has 7.6 % sixes, MNIST's test split
 # 8.92 % fives (γ = 0.9 would ask for 9 %)
 GAMMA = {"usps": 0.7, "mnist-test": 0.85}
@@ -412,7 +412,7 @@ class SeCuConfig(Config):
 
 def _fast(dataset: str) -> dict:
     """A demo budget: digits in well under a minute on one CPU core, a few epochs elsewhere."""
-    n = SAMPLES.get(dataset)
+    n = BUILTIN_SIZES.get(dataset)
     if dataset == "digits" or (n is not None and n < 5000):
         return {"epochs": 20, "heads": 2}
     return {"epochs": 6 if dataset == "usps" else 3}
