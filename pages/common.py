@@ -93,6 +93,9 @@ def remember(widget, key: str, default, **kwargs):
     backup = f"_{key}"
     if key not in st.session_state:
         st.session_state[key] = st.session_state.get(backup, default)
+    options = kwargs.get("options")
+    if options is not None and st.session_state[key] is not None and st.session_state[key] not in list(options):
+        st.session_state[key] = default  # the options changed under it, e.g. a preset of the method chosen before
     value = widget(key=key, **kwargs)
     st.session_state[backup] = value
     return value

@@ -48,9 +48,6 @@ def preset_ui(method: str, data: str) -> str | None:
     presets = REGISTRY[method].presets(data)
     usual = [name for name in ("fast", "cpu", "paper") if name in presets]
     options = [*usual, *(name for name in presets if name not in usual), ""]
-    chosen = st.session_state.get("train.preset", st.session_state.get("_train.preset"))
-    if chosen is not None and chosen not in options:  # a preset of the method chosen before, e.g. official-v1
-        st.session_state["train.preset"] = "fast"
     preset = common.remember(st.segmented_control, "train.preset", "fast", label="Preset", options=options,
                              format_func=lambda name: PRESET_LABELS.get(name, name),
                              help="fast demo: short, for a class on a laptop · CPU budget: the benchmarks' "
