@@ -115,7 +115,7 @@ class Trainer:
                     optimizer = optimizer or self.method.optimizer(self.model, phase)
                     finished = self._train_phase(phase, position, optimizer, generator)
                     optimizer = None
-                    if not finished:  # converged: no phase follows
+                    if not finished:  # the method ended the run: no phase follows
                         position.phase = len(self.plan)
                         self._checkpoint(position, optimizer, generator)
                         break
@@ -136,7 +136,7 @@ class Trainer:
 
     # -- phases -----------------------------------------------------------------------------------
     def _train_phase(self, phase: str, position: _Position, optimizer, generator) -> bool:
-        """Train epochs of a phase; returns False when the method converged (the run is done)."""
+        """Train epochs of a phase; returns False when the method ended the run (converged or out of iterations)."""
         n_epochs = self._phase_epochs(phase)
         if n_epochs == 0:
             return True
@@ -155,13 +155,12 @@ class Trainer:
             order = torch.randperm(n, generator=generator).to(self.device)
             totals: dict[str, torch.Tensor] = {}
             n_batches = math.ceil(n / batch_size)
-            converged = False
+            ended = None  # why the method ended the run, when it does
             self.model.train()
             for b in range(n_batches):
                 self._check_stop(position, b, n_batches, phase)
                 ended = phase == "cluster" and self.method.before_step(self.model, position.step, self.x)
                 if ended:
-                    converged = True
                     self.finish_reason = f"{ended} (iteration {position.step})"
                     break
                 index = order[b * batch_size:(b + 1) * batch_size]
@@ -173,7 +172,7 @@ class Trainer:
                     totals[name] = totals.get(name, 0.0) + value.detach()
                 if phase == "cluster":
                     position.step += 1
-            steps = max(b + (not converged), 1)
+            steps = max(b + (not ended), 1)
             means = {name: (total / steps).item() for name, total in totals.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"the loss became NaN or infinite in epoch {position.epoch + 1} ({phase})")
@@ -185,7 +184,7 @@ class Trainer:
             self._checkpoint(position, optimizer, generator)
             if phase == "pretrain" and position.phase_epoch == n_epochs:
                 self._save_pretrained()
-            if converged:
+            if ended:
                 return False
             if stop:
                 raise StopTraining("a callback asked to stop")
