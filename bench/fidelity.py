@@ -17,6 +17,9 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
+
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,22 +31,38 @@ from core.runs import RunStore  # noqa: E402
 from core.train import RunConfig  # noqa: E402
 
 
-def finished_runs(runs_dir: Path) -> list[tuple[dict, dict, float]]:
-    """(config, last metrics row, minutes) of every finished run in the folder.
+class FinishedRun(NamedTuple):
+    config: dict
+    metrics: pd.DataFrame  # one row per epoch
 
-    The last row also carries ``init_acc``: ACC right after the cluster initialisation, i.e. k-means on
-    the run's own pretrained codes for the autoencoder methods (NaN where the init is not scored).
-    """
+    @property
+    def last(self) -> dict:
+        return self.metrics.iloc[-1].to_dict()
+
+    @property
+    def minutes(self) -> float:
+        return self.metrics["time"].iloc[-1] / 60
+
+    @property
+    def init_acc(self) -> float:
+        """ACC right after the cluster initialisation: for the autoencoder methods, k-means on the run's own
+        pretrained codes (NaN where the init is not scored)."""
+        init = self.metrics.loc[self.metrics["phase"] == "init", "acc"] if "acc" in self.metrics else []
+        return float(init.iloc[0]) if len(init) else float("nan")
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.config["data"], self.config["method"], self.config.get("preset") or "defaults"
+
+
+def finished_runs(runs_dir: Path) -> list[FinishedRun]:
+    """Every finished run in the folder, read once."""
     found = []
     for path in sorted(runs_dir.glob("*/config.json")):
         store = RunStore(path.parent)
         metrics = store.read_metrics()
-        if store.read_status().get("state") != "finished" or metrics.empty:
-            continue
-        last = metrics.iloc[-1].to_dict()
-        init = metrics.loc[metrics["phase"] == "init", "acc"] if "acc" in metrics else []
-        last["init_acc"] = float(init.iloc[0]) if len(init) else float("nan")
-        found.append((store.read_config(), last, last["time"] / 60))
+        if store.read_status().get("state") == "finished" and not metrics.empty:
+            found.append(FinishedRun(store.read_config(), metrics))
     return found
 
 
@@ -57,39 +76,44 @@ def init_column(values) -> str:
     return mean_std(values) if values else "—"
 
 
-def summarise(runs: list[tuple[dict, dict, float]]) -> str:
-    groups: dict[tuple[str, str, str], list] = {}
-    for config, last, minutes in runs:
-        key = (config["data"], config["method"], config.get("preset") or "defaults")
-        groups.setdefault(key, []).append((config, last, minutes))
+def grouped(runs: list[FinishedRun]) -> dict[tuple[str, str, str], list[FinishedRun]]:
+    """Runs by (data, method, preset), data sets in order, methods in registry order."""
+    groups: dict[tuple[str, str, str], list[FinishedRun]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    order = list(REGISTRY)
+    return dict(sorted(groups.items(), key=lambda g: (g[0][0], order.index(g[0][1]), g[0][2])))
+
+
+def summarise(runs: list[FinishedRun]) -> str:
     rows = []
-    method_order = list(REGISTRY)
-    for (data, method, preset), members in sorted(groups.items(),
-                                                  key=lambda g: (g[0][0], method_order.index(g[0][1]), g[0][2])):
-        seeds = sorted(c["seed"] for c, _, _ in members)
+    for (data, method, preset), members in grouped(runs).items():
         paper = get_method(method).published.get(data)
-        rows.append([data, get_method(method).title, preset, len(seeds),
-                     *(mean_std(last[k] for _, last, _ in members) for k in ("acc", "nmi", "ari")),
-                     init_column(last["init_acc"] for _, last, _ in members),
-                     f"{statistics.median(m for _, _, m in members):.1f}",
+        lasts = [run.last for run in members]
+        rows.append([data, get_method(method).title, preset, len(members),
+                     *(mean_std(last[k] for last in lasts) for k in ("acc", "nmi", "ari")),
+                     init_column(run.init_acc for run in members),
+                     f"{statistics.median(run.minutes for run in members):.1f}",
                      "—" if paper is None else f"{paper[0]:.3f} / {paper[1]:.3f}", "—" if paper is None else paper[2]])
-    header = ["data", "method", "preset", "seeds", "ACC", "NMI", "ARI", "ACC at init", "median min/seed", "published ACC / NMI", "source"]
+    header = ["data", "method", "preset", "seeds", "ACC", "NMI", "ARI", "ACC at init", "median min/seed",
+              "published ACC / NMI", "source"]
     return table(header, rows)
 
 
-def epoch_curves(runs_dir: Path, every: int) -> str:
-    """Mean ACC over seeds at every ``every``-th epoch of the finished runs' cluster phase, one column per group."""
+def epoch_curves(runs: list[FinishedRun], every: int) -> str:
+    """Mean ACC over seeds at every ``every``-th epoch of the runs' cluster phase, one column per group."""
     columns: dict[str, dict[int, list[float]]] = {}
-    for path in sorted(runs_dir.glob("*/config.json")):
-        store = RunStore(path.parent)
-        if store.read_status().get("state") != "finished":
-            continue
-        config, metrics = store.read_config(), store.read_metrics()
-        cluster = metrics[metrics["phase"] == "cluster"].dropna(subset=["acc"])
-        name = f'{get_method(config["method"]).title} · {config["data"]} · {config.get("preset") or "defaults"}'
-        for epoch, acc in zip(cluster["epoch"] - cluster["epoch"].iloc[0] + 1, cluster["acc"]):
-            if epoch % every == 0 or epoch in (1, len(cluster)):
-                columns.setdefault(name, {}).setdefault(int(epoch), []).append(acc)
+    for (data, method, preset), members in grouped(runs).items():
+        column: dict[int, list[float]] = {}
+        for run in members:
+            cluster = run.metrics[run.metrics["phase"] == "cluster"].dropna(subset=["acc"])
+            if cluster.empty:  # k-means on pixels has no cluster phase
+                continue
+            for epoch, acc in zip(cluster["epoch"] - cluster["epoch"].iloc[0] + 1, cluster["acc"]):
+                if epoch % every == 0 or epoch in (1, len(cluster)):
+                    column.setdefault(int(epoch), []).append(acc)
+        if column:
+            columns[f"{get_method(method).title} · {data} · {preset}"] = column
     epochs = sorted({e for column in columns.values() for e in column})
     rows = [[e, *(f"{statistics.mean(c[e]):.3f}" if e in c else "" for c in columns.values())] for e in epochs]
     return table(["cluster epoch", *(f"ACC {name}" for name in columns)], rows)
@@ -110,7 +134,7 @@ def main() -> None:
     args = parser.parse_args()
     runs_dir = args.runs_dir or Path(tempfile.mkdtemp(prefix="clusterlab-fidelity-"))
     if not args.table_only:
-        done = [comparable(config) for config, _, _ in finished_runs(runs_dir)]
+        done = [comparable(run.config) for run in finished_runs(runs_dir)]
         overrides = parse_overrides(args.overrides)
         for data_name in args.data:
             dataset = load_dataset(data_name)
@@ -123,10 +147,11 @@ def main() -> None:
                     last = store.read_metrics().iloc[-1]
                     print(f"{data_name} {method} seed {seed}: ACC {last['acc']:.3f} NMI {last['nmi']:.3f} "
                           f"({seconds:.0f} s, {store.read_status().get('reason')})", file=sys.stderr, flush=True)
-    print(summarise(finished_runs(runs_dir)))
+    runs = finished_runs(runs_dir)
+    print(summarise(runs))
     print("\nFinal-epoch metrics, mean ± sd over seeds; NMI with arithmetic normalisation.")
     if args.curve_every:
-        print("\n" + epoch_curves(runs_dir, args.curve_every))
+        print("\n" + epoch_curves(runs, args.curve_every))
 
 
 if __name__ == "__main__":
