@@ -9,7 +9,7 @@ from core.data import load_dataset
 from core.losses import student_t_assign
 from core.methods import Batch
 from core.methods.decs import (DECS, DECSConfig, augment, decs_loss, determinacy, figure2_curves, otsu_threshold,
-                               recalibrate_batch_norm, stability, stability_loss)
+                               stability, stability_loss)
 from core.runs import RunStore
 from core.train import RunConfig, Trainer
 
@@ -214,15 +214,6 @@ def test_fast_preset_on_digits_beats_kmeans_on_pixels(tmp_path):
     store = RunStore.create(tmp_path, "decs", config.to_dict())
     last = Trainer(config, digits, store).run()
     assert last["acc"] > pixels, (last["acc"], pixels)
-
-
-def test_batch_norm_recalibration_by_hand():
-    # one chunk of values 0, 1, 2, 3: running mean 1.5, running (unbiased) variance (2.25+0.25+0.25+2.25)/3 = 5/3
-    bn = torch.nn.Sequential(torch.nn.BatchNorm2d(1, momentum=0.01))
-    recalibrate_batch_norm(bn, torch.arange(4.0).view(2, 1, 1, 2))
-    torch.testing.assert_close(bn[0].running_mean, torch.tensor([1.5]))
-    torch.testing.assert_close(bn[0].running_var, torch.tensor([5 / 3]))
-    assert bn[0].momentum == 0.01 and bn.training
 
 
 def test_recalibrated_codes_do_not_drift_without_learning(decs_model):

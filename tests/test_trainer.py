@@ -15,7 +15,7 @@ import torch
 
 from core.data import ImageDataset, load_dataset
 from core.methods import REGISTRY
-from core.methods.base import encode_all
+from core.methods.base import LabelChange, encode_all
 from core.runs import RunStore, list_runs, new_run_id
 from core.storage import partial_writes
 from core.train import AutoencoderCache, RunConfig, Trainer
@@ -187,3 +187,18 @@ def test_finished_status_says_why_the_method_ended(digits_subset, tmp_path, over
     assert status["state"] == "finished" and status["reason"].startswith(reason)
     if reason.startswith("converged"):
         assert "tolerance 50.00%" in status["reason"]
+
+
+@pytest.mark.parametrize("second, step, changed, stops", [
+    ([0, 1, 1, 0], 10, 0.0, True),    # nothing changed: 0 < 0.3
+    ([0, 1, 1, 2], 10, 0.25, True),   # one label of four (the last): 0.25 < 0.3
+    ([1, 1, 1, 2], 10, 0.5, False),   # two of four (the first and last): 0.5 ≥ 0.3
+    ([0, 1, 1, 0], 0, 0.0, False),    # step 0 never stops, even unchanged
+])
+def test_label_change_rule_by_hand(second, step, changed, stops):
+    rule = LabelChange(tol=0.3)
+    assert rule.check(torch.tensor([0, 1, 1, 0]), 0) is None and np.isnan(rule.changed)  # first check: records
+    reason = rule.check(torch.tensor(second), step)
+    assert rule.changed == pytest.approx(changed) and (reason is not None) == stops
+    if stops:
+        assert reason == f"converged: {changed:.2%} of labels changed (tolerance 30.00%)"

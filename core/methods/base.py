@@ -219,6 +219,34 @@ def converged_message(changed: float, tol: float) -> str:
     return f"converged: {changed:.2%} of labels changed (tolerance {tol:.2%})"
 
 
+class LabelChange:
+    """DEC's stopping rule: the fraction of labels that changed between two checks falls below ``tol``.
+
+    ``check`` records the labels and returns the stop reason, or None. The very first check only records;
+    ``changed`` is NaN until a second check measures it.
+    """
+
+    def __init__(self, tol: float):
+        self.tol = tol
+        self.labels: Tensor | None = None  # (N,) labels at the last check
+        self.changed = float("nan")
+
+    def check(self, labels: Tensor, step: int) -> str | None:
+        converged = False
+        if self.labels is not None:
+            self.changed = (labels != self.labels).float().mean().item()
+            converged = step > 0 and self.changed < self.tol
+        self.labels = labels
+        return converged_message(self.changed, self.tol) if converged else None
+
+    # The checkpoint keys of the methods that held these two values themselves, so old runs still resume.
+    def state_dict(self) -> dict:
+        return {"labels": self.labels, "delta": self.changed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.labels, self.changed = state["labels"], state["delta"]
+
+
 @torch.no_grad()
 def assign_all(method: Method, model: nn.Module, x: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]:
     """``method.assign`` over the whole data in eval mode, in chunks: (N, K), (N,)."""

@@ -8,7 +8,7 @@ import torch
 from core.config import knob
 from core.losses import kl_clustering_loss, student_t_assign, target_distribution
 from core.methods.ae_kmeans import pretrain_epochs_paper
-from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all, converged_message
+from core.methods.base import AutoencoderConfig, AutoencoderMethod, LabelChange, assign_all
 from core.models import sgd
 
 # A demo budget: small batches give the autoencoder enough steps on small sets such as digits.
@@ -38,8 +38,7 @@ class DEC(AutoencoderMethod):
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)
         self.target: torch.Tensor | None = None       # (N, K) P, fixed between updates
-        self.labels: torch.Tensor | None = None       # (N,) argmax Q at the last update
-        self.delta = float("nan")                     # label-change fraction at the last update
+        self.label_change = LabelChange(self.config.tol)  # argmax Q at each update
 
     @classmethod
     def dataset_defaults(cls, dataset):
@@ -62,12 +61,7 @@ class DEC(AutoencoderMethod):
             return None
         q, labels = assign_all(self, model, x)
         self.target = target_distribution(q)
-        converged = False
-        if self.labels is not None:
-            self.delta = (labels != self.labels).float().mean().item()
-            converged = step > 0 and self.delta < self.config.tol
-        self.labels = labels
-        return converged_message(self.delta, self.config.tol) if converged else None
+        return self.label_change.check(labels, step)
 
     def cluster_terms(self, model, batch):
         """Codes (B, d) and the KL term of one batch."""
@@ -80,7 +74,8 @@ class DEC(AutoencoderMethod):
         return {"loss": kl, "kl": kl}
 
     def state_dict(self):
-        return {"target": self.target, "labels": self.labels, "delta": self.delta}
+        return {"target": self.target, **self.label_change.state_dict()}
 
     def load_state_dict(self, state):
-        self.target, self.labels, self.delta = state["target"], state["labels"], state["delta"]
+        self.target = state["target"]
+        self.label_change.load_state_dict(state)

@@ -31,8 +31,8 @@ from torch.nn import functional as F
 from core.config import knob
 from core.data import BUILTIN_SIZES
 from core.losses import student_t_assign
-from core.methods.base import AutoencoderConfig, AutoencoderMethod, assign_all, converged_message
-from core.models import adam
+from core.methods.base import AutoencoderConfig, AutoencoderMethod, LabelChange, assign_all
+from core.models import adam, recalibrate_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -87,31 +87,6 @@ def otsu_threshold(values: Tensor, bins: int = OTSU_BINS, clamp: bool = True) ->
     t = sigma.argmax().to(torch.float64) / bins
     t = t.clamp(T_MIN, T_MAX) if clamp else t
     return t.to(values.dtype)
-
-
-@torch.no_grad()
-def recalibrate_batch_norm(module: nn.Module, x: Tensor, batch_size: int = 256, transform=None) -> None:
-    """Replace the running statistics of every BatchNorm in ``module`` by their exact average over ``x``.
-
-    Each chunk of ``batch_size`` rows of x (N, C, H, W), passed through ``transform`` if given, is forwarded
-    in train mode with cumulative averaging (momentum None); the momenta and the mode are restored after.
-    Chunks of one row are skipped (BN cannot take batch statistics of a single 1×1 map).
-    """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta, was_training = [m.momentum for m in norms], module.training
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    module.train()
-    for i in range(0, len(x), batch_size):
-        chunk = x[i:i + batch_size]
-        if len(chunk) > 1:
-            module(transform(chunk) if transform else chunk)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    module.train(was_training)
 
 
 def determinacy(q: Tensor, t: Tensor | float, p: int = 1) -> Tensor:
@@ -243,8 +218,7 @@ class DECS(AutoencoderMethod):
 
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)
-        self.labels: Tensor | None = None   # (N,) labels at the last tol check
-        self.delta = float("nan")          # label-change fraction at the last tol check
+        self.label_change = LabelChange(self.config.tol)
         self.t_sum = 0.0                    # per-batch thresholds of the running epoch
         self.t_count = 0
 
@@ -324,19 +298,13 @@ class DECS(AutoencoderMethod):
             return "all iterations done"
         if c.tol <= 0 or step % c.update_interval:
             return None
-        _, labels = assign_all(self, model, x)
-        converged = False
-        if self.labels is not None:
-            self.delta = (labels != self.labels).float().mean().item()
-            converged = step > 0 and self.delta < c.tol
-        self.labels = labels
-        return converged_message(self.delta, c.tol) if converged else None
+        return self.label_change.check(assign_all(self, model, x)[1], step)
 
     def state_dict(self):
-        return {"labels": self.labels, "delta": self.delta, "t_sum": self.t_sum, "t_count": self.t_count}
+        return {**self.label_change.state_dict(), "t_sum": self.t_sum, "t_count": self.t_count}
 
     def load_state_dict(self, state):
-        self.labels, self.delta = state["labels"], state["delta"]
+        self.label_change.load_state_dict(state)
         self.t_sum, self.t_count = state["t_sum"], state["t_count"]
 
     def pretrain_signature(self):

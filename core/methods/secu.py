@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from core.config import Config, knob
 from core.data import BUILTIN_SIZES
 from core.methods.base import Method
-from core.methods.decs import recalibrate_batch_norm
+from core.models import recalibrate_batch_norm
 
 log = logging.getLogger(__name__)
 
