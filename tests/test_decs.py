@@ -172,15 +172,19 @@ def test_manual_threshold_is_used(decs_model):
 
 def test_presets_are_the_two_variants_of_the_spec():
     presets = DECS.presets("usps")
-    assert {"paper", "fast", "DECS-official", "DECS-paper"} <= set(presets)
+    assert {"paper", "fast", "cpu", "DECS-official", "DECS-paper"} <= set(presets)
     official = RunConfig.build("decs", "usps", preset="DECS-official")
     paper_form = RunConfig.build("decs", "usps", preset="DECS-paper")
-    assert (official.params.p, official.params.rho) == (1, 1.0)
+    assert (official.params.p, official.params.rho, official.params.recalibrate_bn) == (1, 1.0, False)
     assert (paper_form.params.p, paper_form.params.rho) == (2, 0.0)
     paper = RunConfig.build("decs", "usps", preset="paper")
     assert paper.params.alpha == 0.5 and paper.params.lam == 0.4 and paper.params.autoencoder == "conv"
     # 20 000 iterations of 256 on 9 298 images: 37 batches per epoch → 541 epochs
     assert paper.trainer.epochs == 541 and paper.trainer.pretrain_epochs == 500
+    # the CPU budget: 2 000 iterations → 55 epochs of 37 batches on USPS, 50 of 40 on MNIST-test
+    cpu_usps, cpu_mnist = (RunConfig.build("decs", name, preset="cpu") for name in ("usps", "mnist-test"))
+    assert (cpu_usps.trainer.pretrain_epochs, cpu_usps.trainer.epochs, cpu_usps.params.max_iter) == (200, 55, 2000)
+    assert (cpu_mnist.trainer.pretrain_epochs, cpu_mnist.trainer.epochs) == (40, 50)
 
 
 # -- the teaching extra -------------------------------------------------------------------------------
