@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DataError, UploadLimits, load_dataset, read_upload, save_upload
+from core.data import DataError, UploadLimits, builtin_side, load_dataset, read_upload, save_upload
 from core.data import builtin
 
 
@@ -137,3 +137,9 @@ def test_refused_upload_writes_nothing_and_accepted_one_round_trips(tmp_path):
 
 def test_builtin_table_names_every_documented_set():
     assert set(builtin.BUILTINS) == {"digits", "usps", "mnist", "mnist-test", "fashion-mnist"}
+
+
+@pytest.mark.parametrize("name, side", [("digits", 8), ("usps", 16), ("mnist-test", 28), ("fashion-mnist", 28),
+                                        ("my-upload", None)])
+def test_builtin_side_is_known_before_loading(name, side):
+    assert builtin_side(name) == side

@@ -196,9 +196,9 @@ def test_finished_status_says_why_the_method_ended(digits_subset, tmp_path, over
     ([0, 1, 1, 0], 0, 0.0, False),    # step 0 never stops, even unchanged
 ])
 def test_label_change_rule_by_hand(second, step, changed, stops):
-    rule = LabelChange(tol=0.3)
-    assert rule.check(torch.tensor([0, 1, 1, 0]), 0) is None and np.isnan(rule.changed)  # first check: records
-    reason = rule.check(torch.tensor(second), step)
+    rule = LabelChange()
+    assert rule.check(torch.tensor([0, 1, 1, 0]), 0, tol=0.3) is None and np.isnan(rule.changed)  # records
+    reason = rule.check(torch.tensor(second), step, tol=0.3)
     assert rule.changed == pytest.approx(changed) and (reason is not None) == stops
     if stops:
         assert reason == f"converged: {changed:.2%} of labels changed (tolerance 30.00%)"

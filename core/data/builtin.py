@@ -46,6 +46,13 @@ BUILTINS: dict[str, Builtin | None] = {
 BUILTIN_SIZES = {"digits": 1797, "usps": 9298, "mnist": 70000, "mnist-test": 10000, "fashion-mnist": 70000}
 
 
+def builtin_side(name: str) -> int | None:
+    """The image side of a built-in set (digits: 8), None for any other name; presets scale per-step costs
+    with it before the data is loaded."""
+    spec = BUILTINS.get(name)
+    return spec.side if spec else 8 if name == "digits" else None
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CLUSTERLAB_CACHE", Path.home() / ".cache" / "clusterlab"))
 

@@ -226,18 +226,17 @@ class LabelChange:
     ``changed`` is NaN until a second check measures it.
     """
 
-    def __init__(self, tol: float):
-        self.tol = tol
+    def __init__(self):
         self.labels: Tensor | None = None  # (N,) labels at the last check
         self.changed = float("nan")
 
-    def check(self, labels: Tensor, step: int) -> str | None:
+    def check(self, labels: Tensor, step: int, tol: float) -> str | None:
         converged = False
         if self.labels is not None:
             self.changed = (labels != self.labels).float().mean().item()
-            converged = step > 0 and self.changed < self.tol
+            converged = step > 0 and self.changed < tol
         self.labels = labels
-        return converged_message(self.changed, self.tol) if converged else None
+        return converged_message(self.changed, tol) if converged else None
 
     # The checkpoint keys of the methods that held these two values themselves, so old runs still resume.
     def state_dict(self) -> dict:

@@ -38,7 +38,7 @@ class DEC(AutoencoderMethod):
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)
         self.target: torch.Tensor | None = None       # (N, K) P, fixed between updates
-        self.label_change = LabelChange(self.config.tol)  # argmax Q at each update
+        self.label_change = LabelChange()  # argmax Q at each update
 
     @classmethod
     def dataset_defaults(cls, dataset):
@@ -61,7 +61,7 @@ class DEC(AutoencoderMethod):
             return None
         q, labels = assign_all(self, model, x)
         self.target = target_distribution(q)
-        return self.label_change.check(labels, step)
+        return self.label_change.check(labels, step, self.config.tol)
 
     def cluster_terms(self, model, batch):
         """Codes (B, d) and the KL term of one batch."""

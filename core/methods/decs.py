@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import knob
-from core.data import BUILTIN_SIZES
+from core.data import BUILTIN_SIZES, builtin_side
 from core.losses import student_t_assign
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, LabelChange, assign_all
 from core.models import adam, recalibrate_batch_norm
@@ -218,7 +218,7 @@ class DECS(AutoencoderMethod):
 
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)
-        self.label_change = LabelChange(self.config.tol)
+        self.label_change = LabelChange()
         self.t_sum = 0.0                    # per-batch thresholds of the running epoch
         self.t_count = 0
 
@@ -226,14 +226,14 @@ class DECS(AutoencoderMethod):
     def presets(cls, dataset):
         paper = {"batch_size": 256, "pretrain_epochs": 500, "epochs": cluster_epochs(dataset), "max_iter": 20000,
                  "kmeans_restarts": 20}
-        small = dataset == "digits" or BUILTIN_SIZES.get(dataset, 10 ** 9) < 5000
+        small = BUILTIN_SIZES.get(dataset, 10 ** 9) < 5000
         fast = ({"batch_size": 64, "pretrain_epochs": 20, "epochs": 15, "kmeans_restarts": 5} if small else
                 {"batch_size": 256, "pretrain_epochs": 15, "epochs": 15, "kmeans_restarts": 5})
         # ≤ 20 minutes a seed on 2 CPU threads: the clustering of §g (2,000 iterations) after as much augmented
         # pretraining as fits, because DECS only keeps a good start (§f.8). A step of 256 costs ~0.12 s on
         # 16×16 USPS and ~0.31 s on 28×28: 200 epochs there (a USPS seed in 20 minutes), 40 here (a MNIST-test
         # seed took 22 minutes with 50). USPS seed 0: k-means 0.916 after 200 epochs against 0.649 after 15.
-        wide = dataset.startswith(("mnist", "fashion"))
+        wide = (builtin_side(dataset) or 0) >= 28
         cpu = {"batch_size": 256, "pretrain_epochs": 40 if wide else 200, "max_iter": 2000,
                "epochs": cluster_epochs(dataset, 2000), "kmeans_restarts": 20}
         return {"paper": paper,
@@ -306,7 +306,7 @@ class DECS(AutoencoderMethod):
             return "all iterations done"
         if c.tol <= 0 or step % c.update_interval:
             return None
-        return self.label_change.check(assign_all(self, model, x)[1], step)
+        return self.label_change.check(assign_all(self, model, x)[1], step, c.tol)
 
     def state_dict(self):
         return {**self.label_change.state_dict(), "t_sum": self.t_sum, "t_count": self.t_count}

@@ -413,7 +413,7 @@ class SeCuConfig(Config):
 def _fast(dataset: str) -> dict:
     """A demo budget: digits in well under a minute on one CPU core, a few epochs elsewhere."""
     n = BUILTIN_SIZES.get(dataset)
-    if dataset == "digits" or (n is not None and n < 5000):
+    if n is not None and n < 5000:
         return {"epochs": 20, "heads": 2}
     return {"epochs": 6 if dataset == "usps" else 3}
 
