@@ -7,6 +7,7 @@ import torch
 from core.methods import Batch
 from core.methods.cdc import (CDC, CDCConfig, affinity_loss, correlation_joint, correlation_loss, correlation_rows,
                               kl_rows, sharpen)
+from core.train import RunConfig
 
 THREE_POINTS = torch.tensor([[0.0], [1.0], [3.0]])  # squared distances 1, 9, 4 → κ = 1/2, 1/10, 1/5
 
@@ -108,3 +109,17 @@ def test_pretraining_loss_terms(cdc_model):
 
 def test_ablation_columns_name_table_3():
     assert list(CDC.ablations()) == ["AE + L_r", "AE + L_AE (AE*)", "AE* + L_c", "AE* + L_c + L_a", "AE* + L_DC"]
+
+
+@pytest.mark.parametrize("data, kind, lr, momentum", [
+    ("fashion-mnist", torch.optim.SGD, 0.1, 0.9),  # the official code's FMNIST schedule (spec §c)
+    ("usps", torch.optim.Adam, 1e-3, None),         # its default for the data sets it has no schedule for
+])
+def test_pretraining_optimiser_follows_the_official_schedule(data, kind, lr, momentum):
+    config = RunConfig.build("cdc", data=data, preset="cpu")
+    method = CDC(config.params, n_clusters=10)
+    optimiser = method.optimizer(method.build((1, 4, 4)), "pretrain")
+    assert type(optimiser) is kind
+    assert optimiser.defaults["lr"] == lr
+    assert optimiser.defaults.get("momentum") == momentum
+    assert isinstance(method.optimizer(method.build((1, 4, 4)), "cluster"), torch.optim.SGD)
