@@ -113,6 +113,21 @@ def test_train_page_preset_resets_the_knobs_to_its_values(app):
     assert config["trainer"]["epochs"] == RunConfig.build("idec", "digits", preset="paper").trainer.epochs != 7
 
 
+def test_train_page_knobs_follow_the_defaults_of_a_new_data_set(app):
+    at = open_page(app, "train")
+    at.segmented_control(key="train.preset").set_value("paper").run()
+    at.slider(key="train.idec.paper.alpha").set_value(1.5).run()
+    at.slider(key="train.idec.paper.update_interval").set_value(50).run()
+    at.session_state[common.DATA] = "usps"  # what the Data page sets
+    at.run()
+    config = at.session_state[common.TRAIN_CONFIG]
+    usps, digits = RunConfig.build("idec", "usps", preset="paper"), RunConfig.build("idec", "digits", preset="paper")
+    assert config["data"] == "usps"
+    assert config["params"]["update_interval"] == usps.params.update_interval != 50  # USPS has its own T
+    assert config["trainer"]["pretrain_epochs"] == usps.trainer.pretrain_epochs != digits.trainer.pretrain_epochs
+    assert config["params"]["alpha"] == 1.5  # the same default on both sets: the user's value stays
+
+
 def test_train_page_offers_each_methods_own_presets(app):
     at = open_page(app, "train")
     at.selectbox(key="train.method").set_value("dscdan").run()
