@@ -118,8 +118,9 @@ def test_ablation_columns_name_table_3():
 def test_pretraining_optimiser_follows_the_official_schedule(data, kind, lr, momentum):
     config = RunConfig.build("cdc", data=data, preset="cpu")
     method = CDC(config.params, n_clusters=10)
-    optimiser = method.optimizer(method.build((1, 4, 4)), "pretrain")
+    model = method.build((1, 4, 4))
+    optimiser = method.optimizer(model, "pretrain")
     assert type(optimiser) is kind
     assert optimiser.defaults["lr"] == lr
     assert optimiser.defaults.get("momentum") == momentum
-    assert isinstance(method.optimizer(method.build((1, 4, 4)), "cluster"), torch.optim.SGD)
+    assert isinstance(method.optimizer(model, "cluster"), torch.optim.SGD)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import DataError, UploadLimits, builtin_side, load_dataset, read_upload, save_upload
+from core.data import DataError, UploadLimits, builtin_side, load_dataset, read_upload, save_upload, small_builtin
 from core.data import builtin
 
 
@@ -143,3 +143,8 @@ def test_builtin_table_names_every_documented_set():
                                         ("my-upload", None)])
 def test_builtin_side_is_known_before_loading(name, side):
     assert builtin_side(name) == side
+
+
+@pytest.mark.parametrize("name, small", [("digits", True), ("usps", False), ("mnist-test", False), ("my-upload", False)])
+def test_small_builtin_is_digits_and_never_an_upload(name, small):
+    assert small_builtin(name) is small

@@ -53,6 +53,12 @@ def builtin_side(name: str) -> int | None:
     return spec.side if spec else 8 if name == "digits" else None
 
 
+def small_builtin(name: str) -> bool:
+    """A built-in set of under 5,000 images (digits), where demo presets take small batches and more epochs;
+    False for uploads, whose size presets do not know."""
+    return BUILTIN_SIZES.get(name, 10 ** 9) < 5000
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("CLUSTERLAB_CACHE", Path.home() / ".cache" / "clusterlab"))
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import knob
-from core.data import BUILTIN_SIZES, builtin_side
+from core.data import BUILTIN_SIZES, builtin_side, small_builtin
 from core.losses import student_t_assign
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, LabelChange, assign_all
 from core.models import adam, recalibrate_batch_norm
@@ -226,7 +226,7 @@ class DECS(AutoencoderMethod):
     def presets(cls, dataset):
         paper = {"batch_size": 256, "pretrain_epochs": 500, "epochs": cluster_epochs(dataset), "max_iter": 20000,
                  "kmeans_restarts": 20}
-        small = BUILTIN_SIZES.get(dataset, 10 ** 9) < 5000
+        small = small_builtin(dataset)
         fast = ({"batch_size": 64, "pretrain_epochs": 20, "epochs": 15, "kmeans_restarts": 5} if small else
                 {"batch_size": 256, "pretrain_epochs": 15, "epochs": 15, "kmeans_restarts": 5})
         # ≤ 20 minutes a seed on 2 CPU threads: the clustering of §g (2,000 iterations) after as much augmented

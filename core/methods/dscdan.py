@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import Config, knob
-from core.data import BUILTIN_SIZES, builtin_side
+from core.data import BUILTIN_SIZES, builtin_side, small_builtin
 from core.losses import squared_distances, student_t_assign
 from core.methods.base import Method, kmeans_labels
 from core.models import adam
@@ -388,7 +388,7 @@ class DSCDAN(Method):
     def presets(cls, dataset):
         paper = cls.dataset_defaults(dataset)
         official = {**paper, "conv_layers": 4, "channel_scale": 2, "beta_l": 0.0}
-        small = BUILTIN_SIZES.get(dataset, 10 ** 9) < 5000
+        small = small_builtin(dataset)
         wide = (builtin_side(dataset) or 0) >= 28  # 28×28: a joint step costs ~3× USPS's
         cpu_batch = 512 if wide else 1024
         return {

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.config import Config, knob
-from core.data import BUILTIN_SIZES
+from core.data import small_builtin
 from core.methods.base import Method
 from core.models import recalibrate_batch_norm
 
@@ -412,8 +412,7 @@ class SeCuConfig(Config):
 
 def _fast(dataset: str) -> dict:
     """A demo budget: digits in well under a minute on one CPU core, a few epochs elsewhere."""
-    n = BUILTIN_SIZES.get(dataset)
-    if n is not None and n < 5000:
+    if small_builtin(dataset):
         return {"epochs": 20, "heads": 2}
     return {"epochs": 6 if dataset == "usps" else 3}
 
