@@ -127,7 +127,9 @@ def settings_ui(data: str, n_classes: int | None) -> RunConfig:
     st.caption(_method_blurb(method))
     preset = preset_ui(method, data)
     base = RunConfig.build(method, data, preset=preset)  # the values the widgets start from
-    scope = f"train.{method}.{preset or 'defaults'}"    # a new preset or method starts fresh widgets
+    # Widgets are kept per method, not per preset: choosing a preset moves the knobs it sets (their
+    # default moved, so ``remember`` starts them again from it) and keeps the user's other settings.
+    scope = f"train.{method}"
     groups = group_knobs(method)
     overrides = {}
 

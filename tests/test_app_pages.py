@@ -93,9 +93,9 @@ def test_train_page_widgets_reach_the_run_config(app):
     config = at.session_state[common.TRAIN_CONFIG]
     assert config["method"] == "idec" and config["preset"] == "fast" and config["data"] == "digits"
     assert config["trainer"] == RunConfig.build("idec", "digits", preset="fast").trainer.to_dict()
-    at.slider(key="train.idec.fast.alpha").set_value(1.5)
-    at.slider(key="train.idec.fast.epochs").set_value(7)
-    at.select_slider(key="train.idec.fast.gamma").set_value(0.2)
+    at.slider(key="train.idec.alpha").set_value(1.5)
+    at.slider(key="train.idec.epochs").set_value(7)
+    at.select_slider(key="train.idec.gamma").set_value(0.2)
     at.slider(key="train.k").set_value(8)
     at.number_input(key="train.seed").set_value(3)
     at.run()
@@ -104,20 +104,26 @@ def test_train_page_widgets_reach_the_run_config(app):
     assert config["trainer"]["epochs"] == 7 and config["n_clusters"] == 8 and config["seed"] == 3
 
 
-def test_train_page_preset_resets_the_knobs_to_its_values(app):
+def test_train_page_preset_sets_its_knobs_and_keeps_the_others(app):
     at = open_page(app, "train")
-    at.slider(key="train.idec.fast.epochs").set_value(7).run()
+    at.slider(key="train.idec.epochs").set_value(7).run()
+    at.slider(key="train.idec.alpha").set_value(1.5).run()
     at.segmented_control(key="train.preset").set_value("paper").run()
     config = at.session_state[common.TRAIN_CONFIG]
+    fast, paper = RunConfig.build("idec", "digits", preset="fast"), RunConfig.build("idec", "digits", preset="paper")
     assert config["preset"] == "paper"
-    assert config["trainer"]["epochs"] == RunConfig.build("idec", "digits", preset="paper").trainer.epochs != 7
+    assert config["trainer"]["epochs"] == paper.trainer.epochs != 7  # the preset sets the epochs
+    assert config["params"]["alpha"] == 1.5 != paper.params.alpha    # and leaves α alone
+    at.segmented_control(key="train.preset").set_value("fast").run()
+    config = at.session_state[common.TRAIN_CONFIG]
+    assert config["trainer"]["epochs"] == fast.trainer.epochs and config["params"]["alpha"] == 1.5
 
 
 def test_train_page_knobs_follow_the_defaults_of_a_new_data_set(app):
     at = open_page(app, "train")
     at.segmented_control(key="train.preset").set_value("paper").run()
-    at.slider(key="train.idec.paper.alpha").set_value(1.5).run()
-    at.slider(key="train.idec.paper.update_interval").set_value(50).run()
+    at.slider(key="train.idec.alpha").set_value(1.5).run()
+    at.slider(key="train.idec.update_interval").set_value(50).run()
     at.session_state[common.DATA] = "usps"  # what the Data page sets
     at.run()
     config = at.session_state[common.TRAIN_CONFIG]
@@ -161,7 +167,7 @@ def test_train_page_labels_sliders_with_symbols(app):
 def test_start_launches_the_configured_run_and_the_panel_follows_it(app, tmp_path):
     at = open_page(app, "train")
     at.selectbox(key="train.method").set_value("kmeans").run()  # k-means on pixels: a run of seconds
-    at.slider(key="train.kmeans.fast.restarts").set_value(2).run()
+    at.slider(key="train.kmeans.restarts").set_value(2).run()
     at.button(key="train.start").click().run()
     run_id = at.session_state[common.ACTIVE_RUN]
     store = RunStore(tmp_path / "runs" / run_id)
