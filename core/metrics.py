@@ -7,6 +7,15 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
 
+COLLAPSE_SHARE = 3.0  # a cluster above 3× its balanced share N/K signals a collapse (decs.md §f.8)
+
+
+def largest_share(sizes) -> float:
+    """The largest cluster's size over the balanced size N/K, from the (K,) cluster sizes (1: balanced)."""
+    sizes = np.asarray(sizes)
+    return float(sizes.max() * len(sizes) / sizes.sum())
+
+
 def cluster_acc(y_true, y_pred) -> float:
     """Accuracy under the best one-to-one map of clusters to classes.
 

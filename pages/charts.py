@@ -5,11 +5,15 @@ it shows (points, traces, ranges) without a browser.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from core.embed import EpochView
+from core.methods import CurvePanel
 
 # Tableau 10, then more distinct hues for K > 10.
 PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
@@ -85,12 +89,20 @@ def loss_figure(metrics: pd.DataFrame) -> go.Figure:
 
 
 def scores_figure(metrics: pd.DataFrame) -> go.Figure:
-    """ACC, NMI and ARI per epoch, and the fraction of samples whose cluster changed."""
+    """ACC, NMI and ARI per epoch, and the fraction of samples whose cluster changed.
+
+    A method's other readouts (``acc_<readout>``, e.g. DSCDAN's argmax P beside k-means on Y) are
+    dashed, in the colour of their score.
+    """
     traces = []
     for i, (column, name) in enumerate(SCORES.items()):
         if column in metrics and metrics[column].notna().any():
             rows = metrics[metrics[column].notna()]
             traces.append(_line(rows["epoch"], rows[column], name, PALETTE[i], 2.5, markers=True))
+        for other in (c for c in metrics.columns if c.startswith(f"{column}_") and metrics[c].notna().any()):
+            rows = metrics[metrics[other].notna()]
+            traces.append(_line(rows["epoch"], rows[other], f"{name} ({other[len(column) + 1:]})", PALETTE[i], 1.5,
+                                dash="dash"))
     if "changed" in metrics and metrics["changed"].notna().any():
         rows = metrics[metrics["changed"].notna()]
         traces.append(_line(rows["epoch"], rows["changed"], "labels changed", "#888", 1.5, dash="dot"))
@@ -114,6 +126,48 @@ def sizes_figure(sizes: np.ndarray | None, slots: np.ndarray | None = None) -> g
                            xanchor="right", yanchor="bottom", font=dict(size=10, color="#777")))
     return go.Figure(traces, _base_layout("Cluster sizes", height=240, showlegend=False, shapes=shapes,
                                           annotations=labels, xaxis=dict(title=dict(text="cluster"), type="category")))
+
+
+def diagnostic_panels(metrics: pd.DataFrame, diagnostics: dict[str, tuple[str, ...]]) -> list[CurvePanel]:
+    """A method's per-epoch scalars (``Method.diagnostics``: title → columns) as panels over the epochs;
+    panels with nothing recorded yet are left out."""
+    panels = []
+    for title, columns in diagnostics.items():
+        lines = {}
+        for column in columns:
+            if column in metrics and metrics[column].notna().any():
+                rows = metrics[metrics[column].notna()]
+                lines[column.replace("_", " ")] = (rows["epoch"].to_numpy(), rows[column].to_numpy(dtype=float))
+        if lines:
+            panels.append(CurvePanel(title, "epoch", lines))
+    return panels
+
+
+def panels_figure(panels: list[CurvePanel], title: str, columns: int = 3, height: int = 260) -> go.Figure:
+    """Small multiples: one subplot per panel, its lines, and its marks as labelled dotted lines.
+
+    A panel's legend entries are shown only when it has more than one line (its title names a single one).
+    """
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    figure = make_subplots(rows=rows, cols=columns, subplot_titles=[p.title for p in panels],
+                           horizontal_spacing=0.08, vertical_spacing=0.25 if rows > 1 else 0.1)
+    figure.update_annotations(font=dict(size=12))  # the subplot titles; the marks' labels come later
+    colours = iter(PALETTE * (1 + sum(len(p.lines) for p in panels) // len(PALETTE)))  # no colour twice
+    for n, panel in enumerate(panels):
+        row, col = n // columns + 1, n % columns + 1
+        for name, (x, y) in panel.lines.items():
+            figure.add_trace(go.Scatter(x=np.asarray(x), y=np.asarray(y, dtype=float), name=name, mode="lines",
+                                        line=dict(width=2, color=next(colours)),
+                                        legendgroup=panel.title, showlegend=len(panel.lines) > 1), row=row, col=col)
+        for label, x in panel.marks.items():
+            figure.add_vline(x=x, line=dict(dash="dot", color="#888", width=1.5), annotation_text=label,
+                             annotation_font=dict(size=10, color="#666"), row=row, col=col)
+        figure.update_xaxes(title=dict(text=panel.x_label, font=dict(size=11)), row=row, col=col)
+    layout = _base_layout(title, height=height * rows + 60)
+    layout["legend"]["y"] = -0.3 / rows  # the same distance below the last row, whatever the rows
+    figure.update_layout(**layout)
+    return figure
 
 
 def overlay_figure(curves: dict[str, pd.DataFrame], column: str, title: str) -> go.Figure:

@@ -19,6 +19,7 @@ from core.data import DataError
 from core.embed import colour_slots
 from core.launch import RunProgress, log_tail, run_progress, start_run, stop_run
 from core.methods import REGISTRY, get_method
+from core.metrics import COLLAPSE_SHARE, largest_share
 from core.runs import RunStore
 from core.train import RunConfig, TrainerConfig
 from pages import charts, common
@@ -188,14 +189,17 @@ def progress_text(progress: RunProgress) -> str:
 
 
 def live_figures(progress: RunProgress, store: RunStore) -> dict[str, object]:
-    """The live panel's three charts, built from what the run directory holds now."""
+    """The live panel's charts, built from what the run directory holds now: loss, scores, sizes, and
+    the method's own diagnostics (None when it has none, or none recorded yet)."""
     slots = None
     if progress.sizes is not None:
         snapshot = store.load_snapshot(store.snapshot_epochs()[-1])
         truth = store.load_snapshot_indices().get("labels")
         slots = colour_slots(truth, snapshot.get("labels"), len(progress.sizes))
+    panels = charts.diagnostic_panels(progress.metrics, get_method(store.read_config()["method"]).diagnostics)
     return {"loss": charts.loss_figure(progress.metrics), "scores": charts.scores_figure(progress.metrics),
-            "sizes": charts.sizes_figure(progress.sizes, slots)}
+            "sizes": charts.sizes_figure(progress.sizes, slots),
+            "diagnostics": charts.panels_figure(panels, "") if panels else None}
 
 
 def throttled_figures(progress: RunProgress, store: RunStore, now: float | None = None) -> dict[str, object]:
@@ -257,8 +261,31 @@ def draw_live(store: RunStore) -> RunProgress:
     left, right = st.columns(2)
     left.plotly_chart(figures["loss"], key="live.loss")
     right.plotly_chart(figures["scores"], key="live.scores")
+    warning = collapse_warning(progress.sizes)
+    if warning:
+        st.warning(warning)
     st.plotly_chart(figures["sizes"], key="live.sizes")
+    if figures["diagnostics"] is not None:
+        st.markdown(f"**What {get_method(config['method']).title} reports per epoch**")
+        st.plotly_chart(figures["diagnostics"], key="live.diagnostics")
     return progress
+
+
+def collapse_warning(sizes) -> str | None:
+    """A sentence when clusters are emptied or one holds more than ``COLLAPSE_SHARE`` × its balanced share."""
+    if sizes is None or not len(sizes) or not sizes.sum():
+        return None
+    share = largest_share(sizes)
+    empty = int((sizes == 0).sum())
+    if share <= COLLAPSE_SHARE and not empty:
+        return None
+    parts = []
+    if share > COLLAPSE_SHARE:
+        parts.append(f"cluster {int(sizes.argmax())} holds {share:.1f}× its balanced share")
+    if empty:
+        parts.append(f"{empty} cluster{'s are' if empty > 1 else ' is'} empty")
+    return ("Collapse warning: " + " and ".join(parts) + ". A loss without a balance term can merge clusters; "
+            "a better start (longer pretraining) or a smaller learning rate may help.")
 
 
 def render() -> None:
@@ -297,8 +324,19 @@ def render() -> None:
         if store is None:
             st.info("Choose the settings and press **Start**. Training runs in its own process: reloading "
                     "this page or closing the browser does not stop it.")
-            return
-        live_panel(store, running)
+        else:
+            live_panel(store, running)
+        draw_loss_curves(config)
+
+
+def draw_loss_curves(config: RunConfig) -> None:
+    """The chosen method's loss as a function of its knobs (if it has such curves), redrawn as they move."""
+    panels = get_method(config.method).loss_curves(config.params)
+    if panels:
+        with st.expander(f"How the {get_method(config.method).title} loss responds to the knobs", expanded=True):
+            st.caption("Computed from the knobs alone, before any training: move a slider on the left and "
+                       "the curves follow.")
+            st.plotly_chart(charts.panels_figure(panels, ""), key="train.loss_curves")
 
 
 def live_panel(store: RunStore, active: bool) -> None:

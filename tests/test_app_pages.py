@@ -194,6 +194,56 @@ def test_live_figures_show_every_epoch_of_the_run(synthetic_run):
     assert train.progress_text(progress).startswith("cluster · epoch 6/6 · took")
 
 
+def test_live_figures_draw_the_methods_diagnostics_and_other_readouts(synthetic_run):
+    config = synthetic_run.read_config()
+    synthetic_run.write_config({**config, "method": "dscdan"})  # its diagnostics: ortho_error, kernel_scale_s
+    metrics = synthetic_run.read_metrics()
+    cluster = metrics["phase"] == "cluster"
+    metrics.loc[cluster, "ortho_error"] = [0.3, 0.2, 0.1]
+    metrics["acc_argmax"] = metrics["acc"] - 0.2  # the readout DSCDAN scores beside k-means on Y
+    synthetic_run.write_metrics(metrics.to_dict("records"))
+    figures = train.live_figures(run_progress(synthetic_run), synthetic_run)
+    (line,) = figures["diagnostics"].data  # kernel_scale_s was never recorded: no empty panel for it
+    assert line.name == "ortho error" and list(line.x) == [4, 5, 6] and list(line.y) == [0.3, 0.2, 0.1]
+    dashed = {t.name: t for t in figures["scores"].data if t.line.dash == "dash"}
+    assert set(dashed) == {"ACC (argmax)"} and len(dashed["ACC (argmax)"].x) == 4
+
+
+def test_live_figures_have_no_diagnostics_for_a_method_without_them(synthetic_run):
+    assert train.live_figures(run_progress(synthetic_run), synthetic_run)["diagnostics"] is None  # IDEC
+
+
+@pytest.mark.parametrize("sizes, expected", [
+    ([10, 10, 10], None),                                 # balanced
+    ([25, 3, 2], None),                                   # 25 · 3 / 30 = 2.5 × its share: not above 3
+    ([50, 4, 3, 3], "cluster 0 holds 3.3× its balanced share."),  # 50 · 4 / 60 = 3.33
+    ([5, 0, 5], "1 cluster is empty."),
+    ([0, 40, 0, 0], "cluster 1 holds 4.0× its balanced share and 3 clusters are empty."),
+])
+def test_collapse_warning_by_hand(sizes, expected):
+    warning = train.collapse_warning(np.array(sizes))
+    assert warning is None if expected is None else warning.startswith("Collapse warning: " + expected)
+
+
+def test_train_page_draws_the_decs_loss_curves_and_they_follow_the_knobs(app):
+    at = open_page(app, "train")
+    assert "train.loss_curves" not in plotly_figures(at)  # IDEC has no such curves
+    at.selectbox(key="train.method").set_value("decs").run()
+
+    def sq_at_fq1_zero_with_fq2_one():
+        (trace,) = [t for t in plotly_figures(at)["train.loss_curves"]["data"] if t["name"] == "fq₂ = 1"]
+        y = trace["y"]
+        return float(np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])[0]) if isinstance(y, dict) else y[0]
+
+    # sq = (fq₁ + fq₂)/2 − λ((fq₁ − fq₂)/2)²; at fq₁ = 0, fq₂ = 1: 1/2 − λ/4, so 0.4 at λ = 0.4 (the default)
+    assert sq_at_fq1_zero_with_fq2_one() == pytest.approx(0.4)
+    at.slider(key="train.decs.lam").set_value(1.0).run()
+    assert sq_at_fq1_zero_with_fq2_one() == pytest.approx(0.25)  # 1/2 − 1/4
+    at.slider(key="train.decs.threshold").set_value(0.5).run()
+    shapes = plotly_figures(at)["train.loss_curves"]["layout"]["shapes"]
+    assert 0.5 in [shape["x0"] for shape in shapes]  # the mark of t moved to the new value
+
+
 def test_log_grid_has_one_two_five_steps_and_keeps_the_value():
     assert train.log_grid(1e-4, 1e-2, 3e-3) == [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2]
 

@@ -47,6 +47,9 @@ def test_method_contract(method, digits_subset, tmp_path):
     assert phases == [p for p in ("pretrain", "init", "cluster") if p == "init" or p in REGISTRY[method].phases]
     assert metrics["epoch"].is_monotonic_increasing
     assert {"epoch", "phase", "time", "acc", "nmi", "ari", "changed"} <= set(metrics.columns)
+    # what the app plots as the method's diagnostics is what its events carry
+    declared = {c for columns in REGISTRY[method].diagnostics.values() for c in columns}
+    assert declared <= set(metrics.columns), declared - set(metrics.columns)
     trained = metrics[metrics["phase"] != "init"]
     assert np.isfinite(trained["loss"]).all() if len(trained) else True
     for column in [c for c in metrics.columns if c.startswith("loss_")]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.methods.ae_kmeans import AEKMeans
-from core.methods.base import Batch, Method
+from core.methods.base import Batch, CurvePanel, Method
 from core.methods.cdc import CDC
 from core.methods.dcss import DCSS
 from core.methods.dec import DEC
@@ -23,4 +23,4 @@ def get_method(name: str) -> type[Method]:
         raise ValueError(f"unknown method {name!r}; available: {', '.join(REGISTRY)}") from None
 
 
-__all__ = ["REGISTRY", "Batch", "Method", "get_method"]
+__all__ = ["REGISTRY", "Batch", "CurvePanel", "Method", "get_method"]

@@ -6,7 +6,7 @@ imports the trainer. Adding a method is one file in this package plus one line i
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -30,6 +30,20 @@ class Batch(NamedTuple):
     index: Tensor  # (B,) int64, on the same device as x
 
 
+@dataclass(frozen=True)
+class CurvePanel:
+    """One panel of a small-multiples plot: named lines over a common x, and labelled vertical marks.
+
+    ``lines`` maps a legend name to its (x, y) arrays of equal length; ``marks`` maps a label to an x
+    (a threshold, a centroid) drawn as a dotted vertical line.
+    """
+
+    title: str
+    x_label: str
+    lines: dict[str, tuple[np.ndarray, np.ndarray]]
+    marks: dict[str, float] = field(default_factory=dict)
+
+
 class Method:
     """Base class of the clustering methods.
 
@@ -43,6 +57,8 @@ class Method:
     Config: ClassVar[type[Config]]
     phases: ClassVar[tuple[str, ...]] = ("pretrain", "cluster")
     published: ClassVar[dict[str, tuple[float, float, str]]] = {}  # data set → (ACC, NMI, source)
+    # The scalars the method adds to its per-epoch events, as the app plots them: panel title → columns.
+    diagnostics: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, config: Config, n_clusters: int, seed: int = 0):
         self.config = config
@@ -59,6 +75,12 @@ class Method:
     def presets(cls, dataset: str) -> dict[str, dict]:
         """Named override sets; keys are method-config or trainer-config field names."""
         return {"paper": {}, "fast": {}}
+
+    @classmethod
+    def loss_curves(cls, config: Config) -> list[CurvePanel]:
+        """How the method's loss responds to its knobs, computed from ``config`` alone (no data, no
+        model): panels the app redraws as the sliders move. None by default."""
+        return []
 
     # -- model -------------------------------------------------------------------------------------
     def build(self, input_shape: tuple[int, int, int]) -> nn.Module:

@@ -319,6 +319,10 @@ class DCSS(AutoencoderMethod):
     # The spec (§e) could not recover the paper's results table: nothing is shown until it is copied from
     # arXiv:2405.03590's main comparison table. Not filled from memory on purpose.
     published = {}
+    diagnostics = {"pairs per epoch (similar > ζ, dissimilar < γ)": ("pairs_similar", "pairs_dissimilar",
+                                                                   "pairs_ignored"),
+                   "samples with no similar partner (Figure 3)": ("no_similar",),
+                   "mean largest membership": ("confidence",), "centre shift": ("centre_shift",)}
 
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)

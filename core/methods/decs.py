@@ -31,7 +31,8 @@ from torch.nn import functional as F
 from core.config import knob
 from core.data import BUILTIN_SIZES, builtin_side, small_builtin
 from core.losses import student_t_assign
-from core.methods.base import AutoencoderConfig, AutoencoderMethod, LabelChange, assign_all
+from core.metrics import COLLAPSE_SHARE, largest_share
+from core.methods.base import AutoencoderConfig, AutoencoderMethod, CurvePanel, LabelChange, assign_all
 from core.models import adam, recalibrate_batch_norm
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 OTSU_BINS = 1000
 T_MIN, T_MAX = 1e-3, 1.0 - 1e-3   # §f.3: φ_t divides by t and by 1 − t
 SHIFT, DEGREES = 0.1, 10.0        # §c: random shift ±10 % of the side, rotation ±10°
-COLLAPSE_RATIO = 3.0              # §f.8: warn when a cluster holds more than 3× its expected share
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,6 +211,7 @@ class DECS(AutoencoderMethod):
     name = "decs"
     title = "DECS"
     Config = DECSConfig
+    diagnostics = {"threshold t": ("t", "t_train"), "largest cluster ÷ balanced share": ("size_ratio",)}
     published = {"mnist": (0.990, 0.973, "official README (run_exp.py)"),
                  "mnist-test": (0.990, 0.971, "official README (run_exp.py)"),
                  "usps": (0.992, 0.976, "official README (run_exp.py)"),
@@ -241,6 +242,22 @@ class DECS(AutoencoderMethod):
                 "DECS-paper": {**paper, "p": 2, "rho": 0.0},
                 "cpu": cpu,
                 "fast": fast}
+
+    @classmethod
+    def loss_curves(cls, config):
+        """The seed's Figure 2 at the config's λ, p, α and (manual) threshold t, as three panels."""
+        curves = figure2_curves(config.threshold, config.alpha, config.lam, config.p, n_points=101)
+        a, b, c = curves["a"], curves["b"], curves["c"]
+        last = len(a["fq2"]) - 1
+        return [
+            CurvePanel(f"(a) stability sq, λ = {config.lam:g}", "fq₁, determinacy to centroid 1 of 2",
+                       {f"fq₂ = {a['fq2'][j]:g}": (a["fq1"], a["sq"][:, j]) for j in (0, last // 2, last)}),
+            CurvePanel(f"(b) determinacy fq, p = {config.p}", "q, soft assignment",
+                       {"fq = φₜ(q)": (b["q"], b["fq"])}, {f"t = {b['t']:.2f}": b["t"]}),
+            CurvePanel(f"(c) between two centroids, α = {config.alpha:g}", "code z (centroids m₁ = −1, m₂ = +1)",
+                       {"q to m₁": (c["z"], c["q1"]), "sq of the code": (c["z"], c["sq"])},
+                       {"m₁": -1.0, "m₂": 1.0}),
+        ]
 
     # -- optimisation --------------------------------------------------------------------------------
     def optimizer(self, model, phase):
@@ -294,8 +311,8 @@ class DECS(AutoencoderMethod):
         t_train = self.t_sum / self.t_count if self.t_count else float("nan")
         self.t_sum, self.t_count = 0.0, 0
         sizes = torch.bincount(labels, minlength=self.n_clusters)
-        ratio = sizes.max().item() * self.n_clusters / len(x)
-        if ratio > COLLAPSE_RATIO:
+        ratio = largest_share(sizes.cpu().numpy())
+        if ratio > COLLAPSE_SHARE:
             log.warning("DECS epoch %d: the largest cluster holds %.1f× its expected share (sizes %s); "
                         "the stability loss has no balance term (spec §f.8)", epoch, ratio, sizes.tolist())
         return {"t": t, "t_train": t_train, "size_ratio": ratio}

@@ -356,6 +356,7 @@ class DSCDAN(Method):
     title = "DSCDAN"
     Config = DSCDANConfig
     phases = ("pretrain", "cluster")
+    diagnostics = {"orthonormality error ‖YᵀY/m − I‖": ("ortho_error",), "kernel scale s": ("kernel_scale_s",)}
     published = {"usps": (0.869, 0.857, "DSCDAN paper Table 3, mean of 10"),
                  "mnist-test": (0.980, 0.946, "DSCDAN paper Table 3, mean of 10"),
                  "mnist": (0.978, 0.941, "DSCDAN paper Table 3, mean of 10"),

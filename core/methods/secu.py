@@ -429,6 +429,8 @@ class SeCu(Method):
     Config = SeCuConfig
     phases = ("cluster",)
     # quoted identically by IDC (NeurIPS 2024, Table 2) and DCBoost (Table 2); ResNet-18, SCAN protocol
+    diagnostics = {"online cluster sizes (with the duals)": ("train_min_size", "train_max_size"),
+                   "dual variables ρ": ("dual_mean", "dual_max"), "size entropy H(q)/log K": ("size_entropy",)}
     published = {"cifar-10": (0.930, 0.861, "quoted by IDC and DCBoost Table 2"),
                  "cifar-100-20": (0.552, 0.551, "quoted by IDC and DCBoost Table 2"),
                  "stl-10": (0.836, 0.733, "quoted by IDC and DCBoost Table 2")}
