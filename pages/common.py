@@ -93,18 +93,31 @@ def remember(widget, key: str, default, **kwargs):
     own value for a knob (CDC pretrains Fashion-MNIST with SGD at lr 0.1), and a user's setting for
     the set before must not silently replace it.
     """
-    backup, drawn_default = f"_{key}", f"_{key}.default"
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(backup, default)
-    if st.session_state.get(drawn_default, default) != default:
-        st.session_state[key] = default
+    drawn_default = f"_{key}.default"
+    if key not in st.session_state or st.session_state.get(drawn_default, default) != default:
+        st.session_state[key] = shown_value(key, default)
     st.session_state[drawn_default] = default
     options = kwargs.get("options")
     if options is not None and st.session_state[key] is not None and st.session_state[key] not in list(options):
         st.session_state[key] = default  # the options changed under it, e.g. a preset of the method chosen before
     value = widget(key=key, **kwargs)
-    st.session_state[backup] = value
+    st.session_state[f"_{key}"] = value
     return value
+
+
+def shown_value(key: str, default):
+    """The value ``remember`` draws the widget under ``key`` with: ``default`` if the default moved since
+    it was last drawn, else the widget's value, its backup, or ``default`` (the first time)."""
+    if st.session_state.get(f"_{key}.default", default) != default:
+        return default
+    return st.session_state.get(key, st.session_state.get(f"_{key}", default))
+
+
+def restore(key: str, value) -> None:
+    """Make the widget under ``key`` show ``value`` the next time ``remember`` draws it, whatever its
+    default is then (the record of the default it was last drawn with is dropped)."""
+    st.session_state[key] = st.session_state[f"_{key}"] = value
+    st.session_state.pop(f"_{key}.default", None)
 
 
 # -- the data set and the run the pages follow ------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Runs page: every run in a table, chosen runs' curves overlaid, downloads, stop and delete."""
+"""Runs page: every run in a table, chosen runs' curves overlaid, downloads, train again, stop and delete."""
 from __future__ import annotations
 
 import pandas as pd
@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.launch import run_state, stop_run
 from core.runs import ACTIVE_STATES, RunStore, list_runs
-from pages import charts, common
+from pages import charts, common, train
 
 CURVES = {"acc": "ACC", "nmi": "NMI", "ari": "ARI", "loss": "total loss", "changed": "labels changed"}
 OVERLAY_DEFAULT = 3
@@ -46,7 +46,7 @@ def draw_actions(store: RunStore) -> None:
     """Downloads, Explore, Stop and Delete for one run."""
     state = run_state(store)
     st.markdown(f"**{store.id}**")
-    columns = st.columns(5)
+    columns = st.columns(6)
     metrics = store.read_metrics()
     columns[0].download_button("Metrics CSV", metrics.to_csv(index=False), file_name=f"{store.id}-metrics.csv",
                                mime="text/csv", key=f"runs.metrics.{store.id}", disabled=metrics.empty)
@@ -60,13 +60,19 @@ def draw_actions(store: RunStore) -> None:
         st.session_state[common.EXPLORE_RUN] = store.id
         st.session_state[f"_{common.EXPLORE_RUN}"] = store.id
         st.switch_page("pages/explore.py")
-    if columns[3].button("Stop", key=f"runs.stop.{store.id}", disabled=state not in ACTIVE_STATES):
+    if columns[3].button("Train again", key=f"runs.again.{store.id}",
+                         help="open Train with this run's data set, method, preset and knobs, to change one and "
+                              "start again"):
+        train.restore_settings(store.read_config())
+        common.attach(store.id)
+        st.switch_page("pages/train.py")
+    if columns[4].button("Stop", key=f"runs.stop.{store.id}", disabled=state not in ACTIVE_STATES):
         stop_run(store)
         st.toast(f"Stopping {store.id} after its current batch")
-    confirm = columns[4].checkbox("confirm delete", key=f"runs.confirm.{store.id}",
+    confirm = columns[5].checkbox("confirm delete", key=f"runs.confirm.{store.id}",
                                   disabled=state in ACTIVE_STATES,
                                   help="stop a running run before deleting it" if state in ACTIVE_STATES else None)
-    if confirm and columns[4].button("Delete", type="primary", key=f"runs.delete.{store.id}"):
+    if confirm and columns[5].button("Delete", type="primary", key=f"runs.delete.{store.id}"):
         store.delete()
         for key in (common.ACTIVE_RUN, common.EXPLORE_RUN, f"_{common.EXPLORE_RUN}"):
             if st.session_state.get(key) == store.id:

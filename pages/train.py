@@ -56,9 +56,9 @@ def preset_ui(method: str, data: str) -> str | None:
     return preset or None  # "" and a deselected control both mean "method defaults"
 
 
-def log_grid(low: float, high: float, value: float) -> list[float]:
-    """1-2-5 steps per decade between ``low`` and ``high``, plus ``value`` itself."""
-    grid = {value}
+def log_grid(low: float, high: float, *values: float) -> list[float]:
+    """1-2-5 steps per decade between ``low`` and ``high``, plus the ``values`` themselves."""
+    grid = set(values)
     for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
         for mantissa in (1, 2, 5):
             candidate = float(f"{mantissa}e{exponent}")
@@ -73,7 +73,12 @@ def knob_label(knob: Knob) -> str:
 
 
 def knob_ui(knob: Knob, value, key: str):
-    """One widget for one config field: slider, log slider, select box or toggle, labelled with its symbol."""
+    """One widget for one config field: slider, log slider, select box or toggle, labelled with its symbol.
+
+    ``value`` is the default the widget starts from. Sliders reach far enough for it and for the value
+    the widget shows (a preset's or a restored run's may lie beyond the range a user is offered, e.g.
+    DSCDAN's paper budget on digits: 2,849 epochs).
+    """
     label, help_text = knob_label(knob), knob.help
     if knob.choices is not None:
         return common.remember(st.selectbox, key, value, label=label, options=list(knob.choices), help=help_text)
@@ -81,12 +86,12 @@ def knob_ui(knob: Knob, value, key: str):
         return common.remember(st.toggle, key, bool(value), label=label, help=help_text)
     if knob.min is None or knob.max is None:
         return common.remember(st.number_input, key, value, label=label, help=help_text)
+    shown = common.shown_value(key, value)
     if knob.log:
         return common.remember(st.select_slider, key, float(value), label=label, help=help_text,
-                               options=log_grid(float(knob.min), float(knob.max), float(value)),
+                               options=log_grid(float(knob.min), float(knob.max), float(value), float(shown)),
                                format_func=lambda v: f"{v:g}")
-    # a preset may go past the range a user is offered (DSCDAN's paper budget on digits: 2,849 epochs)
-    low, high = min(knob.min, value), max(knob.max, value)
+    low, high = min(knob.min, value, shown), max(knob.max, value, shown)
     if knob.type is int:
         return common.remember(st.slider, key, int(value), label=label, help=help_text, min_value=int(low),
                                max_value=int(high), step=int(knob.step or 1))
@@ -122,22 +127,37 @@ def group_knobs(method: str) -> dict[str, list[Knob]]:
     return groups
 
 
+def knob_key(method: str, name: str) -> str:
+    """The widget key of a knob. Widgets are kept per method, not per preset: choosing a preset moves the
+    knobs it sets (their default moved, so ``remember`` starts them again from it) and keeps the others."""
+    return f"train.{method}.{name}"
+
+
+def restore_settings(config: dict) -> None:
+    """Set this page's widgets and the chosen data set to a run's settings (its ``config.json``)."""
+    run = RunConfig.from_dict(config)
+    st.session_state[common.DATA] = run.data
+    settings = {"train.method": run.method, "train.preset": run.preset or "", "train.seed": run.seed,
+                "train.device": run.device, **({"train.k": run.n_clusters} if run.n_clusters else {}),
+                **{knob_key(run.method, name): value
+                   for name, value in {**run.trainer.to_dict(), **run.params.to_dict()}.items()}}
+    for key, value in settings.items():
+        common.restore(key, value)
+
+
 def settings_ui(data: str, n_classes: int | None) -> RunConfig:
     """Every widget of the left column; returns the run configuration they describe."""
     method = method_ui()
     st.caption(_method_blurb(method))
     preset = preset_ui(method, data)
     base = RunConfig.build(method, data, preset=preset)  # the values the widgets start from
-    # Widgets are kept per method, not per preset: choosing a preset moves the knobs it sets (their
-    # default moved, so ``remember`` starts them again from it) and keeps the user's other settings.
-    scope = f"train.{method}"
     groups = group_knobs(method)
     overrides = {}
 
     def draw(knobs):
         for knob in knobs:
             source = base.trainer if knob.name in base.trainer.field_names() else base.params
-            overrides[knob.name] = knob_ui(knob, getattr(source, knob.name), f"{scope}.{knob.name}")
+            overrides[knob.name] = knob_ui(knob, getattr(source, knob.name), knob_key(method, knob.name))
 
     if groups["weights"]:
         st.markdown("**Loss weights and thresholds**")

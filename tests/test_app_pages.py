@@ -49,13 +49,17 @@ def plotly_figures(at: AppTest) -> dict[str, dict]:
             for element in at.get("plotly_chart")}
 
 
+def trace_values(trace: dict, axis: str = "x") -> np.ndarray:
+    """A plotly trace's x or y, whether a list or plotly's base64 typed array."""
+    values = trace.get(axis, [])
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values)
+
+
 def n_points(trace: dict) -> int:
-    """Points in a plotly trace, whether its x is a list or plotly's base64 typed array."""
-    x = trace.get("x", [])
-    if isinstance(x, dict):
-        itemsize = np.dtype(x["dtype"]).itemsize
-        return len(base64.b64decode(x["bdata"])) // itemsize
-    return len(x)
+    """Points in a plotly trace."""
+    return len(trace_values(trace))
 
 
 # -- Data -----------------------------------------------------------------------------------------
@@ -232,8 +236,7 @@ def test_train_page_draws_the_decs_loss_curves_and_they_follow_the_knobs(app):
 
     def sq_at_fq1_zero_with_fq2_one():
         (trace,) = [t for t in plotly_figures(at)["train.loss_curves"]["data"] if t["name"] == "fq₂ = 1"]
-        y = trace["y"]
-        return float(np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"])[0]) if isinstance(y, dict) else y[0]
+        return float(trace_values(trace, "y")[0])
 
     # sq = (fq₁ + fq₂)/2 − λ((fq₁ − fq₂)/2)²; at fq₁ = 0, fq₂ = 1: 1/2 − λ/4, so 0.4 at λ = 0.4 (the default)
     assert sq_at_fq1_zero_with_fq2_one() == pytest.approx(0.4)
@@ -306,6 +309,21 @@ def test_runs_page_lists_runs_with_downloads(app, synthetic_run):
     figures = plotly_figures(at)
     (line,) = figures["runs.overlay"]["data"]
     assert line["name"] == synthetic_run.id and n_points(line) == 4
+
+
+def test_train_again_opens_train_with_the_runs_settings(app, tmp_path):
+    # beyond what the sliders offer: 3,000 epochs (max 2,000) and a learning rate off the 1-2-5 grid
+    overrides = {"alpha": 1.3, "epochs": 3000, "update_interval": 70, "pretrain_lr": 3e-4}
+    config = RunConfig.build("dec", "usps", seed=4, preset="paper", overrides=overrides).to_dict()
+    store = RunStore.create(tmp_path / "runs", "20260102-000000-dec-usps-s4-test", {**config, "n_clusters": 12})
+    at = open_page(app, "train")
+    at.slider(key="train.idec.alpha").set_value(1.5).run()  # the page shows other settings before
+    at = open_page(at, "runs")
+    at.button(key=f"runs.again.{store.id}").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    shown = at.session_state[common.TRAIN_CONFIG]  # what the Train page's widgets now describe
+    assert shown == {**config, "n_clusters": 12}
+    assert at.session_state[common.ACTIVE_RUN] == store.id
 
 
 def test_runs_page_without_runs(app):
