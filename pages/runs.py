@@ -43,7 +43,7 @@ def table_ui(runs: pd.DataFrame) -> list[str]:
 
 # -- draw -----------------------------------------------------------------------------------------
 def draw_actions(store: RunStore) -> None:
-    """Downloads, Explore, Stop and Delete for one run."""
+    """Downloads, Explore, Train again, Stop and Delete for one run."""
     state = run_state(store)
     st.markdown(f"**{store.id}**")
     columns = st.columns(6)
@@ -57,8 +57,7 @@ def draw_actions(store: RunStore) -> None:
                                key=f"runs.assignments.{store.id}", disabled=not has_assignments,
                                help=None if has_assignments else "written when a run finishes")
     if columns[2].button("Explore", key=f"runs.explore.{store.id}", disabled=not store.snapshot_epochs()):
-        st.session_state[common.EXPLORE_RUN] = store.id
-        st.session_state[f"_{common.EXPLORE_RUN}"] = store.id
+        common.restore(common.EXPLORE_RUN, store.id)
         st.switch_page("pages/explore.py")
     if columns[3].button("Train again", key=f"runs.again.{store.id}",
                          help="open Train with this run's data set, method, preset and knobs, to change one and "

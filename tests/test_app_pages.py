@@ -23,6 +23,7 @@ from core.runs import RunStore
 from core.train import RunConfig
 from pages import charts, common, explore, train
 from pages import data as data_page
+from conftest import write_synthetic_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -324,6 +325,18 @@ def test_train_again_opens_train_with_the_runs_settings(app, tmp_path):
     shown = at.session_state[common.TRAIN_CONFIG]  # what the Train page's widgets now describe
     assert shown == {**config, "n_clusters": 12}
     assert at.session_state[common.ACTIVE_RUN] == store.id
+
+
+def test_explore_button_opens_the_run_it_belongs_to(app, synthetic_run, tmp_path):
+    older = write_synthetic_run(tmp_path / "runs", run_id="20251231-000000-idec-digits-s1-test")
+    oldest = write_synthetic_run(tmp_path / "runs", run_id="20251230-000000-idec-digits-s2-test")
+    at = open_page(app, "explore")
+    assert at.selectbox(key=common.EXPLORE_RUN).value == synthetic_run.id  # the newest, first time
+    at.session_state[common.ACTIVE_RUN] = oldest.id  # Train follows another run now: Explore's default moves
+    at = open_page(at, "runs")
+    at.button(key=f"runs.explore.{older.id}").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.selectbox(key=common.EXPLORE_RUN).value == older.id
 
 
 def test_runs_page_without_runs(app):
