@@ -165,3 +165,19 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
                      "ari": last.get("ari"), "started": status.get("started")})
     columns = ["id", "method", "data", "seed", "state", "reason", "epoch", "acc", "nmi", "ari", "started"]
     return pd.DataFrame(rows, columns=columns)
+
+
+SETTINGS = ("method", "data", "preset", "seed", "n_clusters", "device")  # a config's own fields, in this order
+
+
+def flat_settings(config: dict) -> dict[str, object]:
+    """A run's settings (its ``config.json``) as one flat mapping: the fields of ``SETTINGS``, then every
+    trainer knob, then every method knob (a knob's name alone: no method has one named like a trainer knob)."""
+    return {**{name: config.get(name) for name in SETTINGS}, **config.get("trainer", {}), **config.get("params", {})}
+
+
+def differing_settings(configs: dict[str, dict]) -> pd.DataFrame:
+    """One row per run id, one column per setting not the same in every run (a knob a run lacks is empty)."""
+    flat = pd.DataFrame({run_id: flat_settings(config) for run_id, config in configs.items()}).T
+    varying = [name for name in flat.columns if flat[name].astype(str).nunique(dropna=False) > 1]
+    return flat[varying].rename_axis("run")

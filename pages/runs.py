@@ -1,11 +1,12 @@
-"""Runs page: every run in a table, chosen runs' curves overlaid, downloads, train again, stop and delete."""
+"""Runs page: every run in a table, chosen runs' curves overlaid with the settings that set them apart,
+downloads, train again, stop and delete."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
 from core.launch import run_state, stop_run
-from core.runs import ACTIVE_STATES, RunStore, list_runs
+from core.runs import ACTIVE_STATES, RunStore, differing_settings, list_runs
 from pages import charts, common, train
 
 CURVES = {"acc": "ACC", "nmi": "NMI", "ari": "ARI", "loss": "total loss", "changed": "labels changed"}
@@ -93,6 +94,11 @@ def render() -> None:
                              format_func=CURVES.get) or "acc"
     st.plotly_chart(charts.overlay_figure(curves_of(chosen), metric, f"{CURVES[metric]} per epoch"),
                     key="runs.overlay")
+    if len(chosen) > 1:
+        differences = differing_settings({r: RunStore(common.runs_dir() / r).read_config() for r in chosen})
+        if not differences.columns.empty:
+            st.markdown("**Settings that differ between these runs**")
+            st.dataframe(differences.fillna("—").astype(str))
     for run_id in chosen:
         with st.container(border=True):
             draw_actions(RunStore(common.runs_dir() / run_id))

@@ -339,6 +339,15 @@ def test_explore_button_opens_the_run_it_belongs_to(app, synthetic_run, tmp_path
     assert at.selectbox(key=common.EXPLORE_RUN).value == older.id
 
 
+def test_runs_page_shows_the_settings_that_differ(app, synthetic_run, tmp_path):
+    other = write_synthetic_run(tmp_path / "runs", run_id="20251231-000000-idec-digits-s1-test")
+    other.write_config({**other.read_config(), "seed": 1, "params": {**other.read_config()["params"], "alpha": 0.7}})
+    at = open_page(app, "runs")  # with no row selected, the newest runs are compared
+    (table,) = [frame for frame in at.dataframe if frame.key != "runs.table"]
+    assert list(table.value.columns) == ["seed", "alpha"]
+    assert table.value.loc[other.id].tolist() == ["1", "0.7"] and table.value.loc[synthetic_run.id].tolist() == ["0", "1.0"]
+
+
 def test_runs_page_without_runs(app):
     at = open_page(app, "runs")
     assert any("No runs" in i.value for i in at.info)

@@ -1,9 +1,11 @@
 import json
 
+import pandas as pd
 import pytest
 
 from core.config import parse_overrides
 from core.methods import REGISTRY
+from core.runs import differing_settings
 from core.train import RunConfig, TrainerConfig
 
 
@@ -58,3 +60,21 @@ def test_cli_methods_listing_names_every_method_and_knob():
     for name, method in REGISTRY.items():
         assert f"{name}: {method.title}" in listing
         assert all(knob.name in listing for knob in method.Config.knobs())
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_no_method_knob_is_named_like_a_trainer_knob(name):
+    # flat_settings and the Train page's widget keys hold both kinds of knob under their bare names
+    assert not REGISTRY[name].Config().field_names() & TrainerConfig().field_names()
+
+
+def test_differing_settings_by_hand():
+    idec = {"method": "idec", "data": "digits", "seed": 0, "trainer": {"epochs": 30},
+            "params": {"alpha": 1.0, "gamma": 0.1}}
+    configs = {"a": idec, "b": {**idec, "seed": 1}, "c": {**idec, "method": "dec", "params": {"alpha": 1.0}}}
+    table = differing_settings(configs)
+    # method: idec, idec, dec; seed: 0, 1, 0; gamma: 0.1, 0.1, none (DEC has no γ). The rest is the same.
+    assert list(table.columns) == ["method", "seed", "gamma"] and list(table.index) == ["a", "b", "c"]
+    assert table["method"].tolist() == ["idec", "idec", "dec"] and table["seed"].tolist() == [0, 1, 0]
+    assert table.loc["a", "gamma"] == 0.1 and pd.isna(table.loc["c", "gamma"])
+    assert differing_settings({"a": idec, "b": dict(idec)}).columns.empty
