@@ -146,26 +146,35 @@ def diagnostic_panels(metrics: pd.DataFrame, diagnostics: dict[str, tuple[str, .
 def panels_figure(panels: list[CurvePanel], title: str, columns: int = 3, height: int = 260) -> go.Figure:
     """Small multiples: one subplot per panel, its lines, and its marks as labelled dotted lines.
 
-    A panel's legend entries are shown only when it has more than one line (its title names a single one).
+    A panel of several lines gets a legend of its own under its x axis (a figure-wide legend would sit
+    far from most panels, one inside a panel would hide its lines); a single line is named by the title.
     """
     columns = max(1, min(columns, len(panels)))
     rows = max(1, math.ceil(len(panels) / columns))
+    legend_px = 20 * max(len(p.lines) for p in panels) + 45 if any(len(p.lines) > 1 for p in panels) else 0
+    total_px = rows * (height + legend_px) + 60
     figure = make_subplots(rows=rows, cols=columns, subplot_titles=[p.title for p in panels],
-                           horizontal_spacing=0.08, vertical_spacing=0.25 if rows > 1 else 0.1)
+                           horizontal_spacing=0.08, vertical_spacing=(legend_px + 90) / total_px if rows > 1 else 0)
     figure.update_annotations(font=dict(size=12))  # the subplot titles; the marks' labels come later
     colours = iter(PALETTE * (1 + sum(len(p.lines) for p in panels) // len(PALETTE)))  # no colour twice
+    legends = {}
     for n, panel in enumerate(panels):
         row, col = n // columns + 1, n % columns + 1
+        legend = f"legend{len(legends) + 2}" if len(panel.lines) > 1 else None
         for name, (x, y) in panel.lines.items():
             figure.add_trace(go.Scatter(x=np.asarray(x), y=np.asarray(y, dtype=float), name=name, mode="lines",
-                                        line=dict(width=2, color=next(colours)),
-                                        legendgroup=panel.title, showlegend=len(panel.lines) > 1), row=row, col=col)
+                                        line=dict(width=2, color=next(colours)), showlegend=legend is not None,
+                                        legend=legend), row=row, col=col)
+        if legend:
+            axes = figure.get_subplot(row, col)
+            legends[legend] = dict(x=axes.xaxis.domain[0], y=axes.yaxis.domain[0] - 50 / total_px, xanchor="left",
+                                   yanchor="top", font=dict(size=10))
         for label, x in panel.marks.items():
             figure.add_vline(x=x, line=dict(dash="dot", color="#888", width=1.5), annotation_text=label,
                              annotation_font=dict(size=10, color="#666"), row=row, col=col)
-        figure.update_xaxes(title=dict(text=panel.x_label, font=dict(size=11)), row=row, col=col)
-    layout = _base_layout(title, height=height * rows + 60)
-    layout["legend"]["y"] = -0.3 / rows  # the same distance below the last row, whatever the rows
+        figure.update_xaxes(title=dict(text=panel.x_label, font=dict(size=11), standoff=4), row=row, col=col)
+    layout = _base_layout(title, height=total_px, **legends)
+    layout["margin"]["b"] = legend_px + 10
     figure.update_layout(**layout)
     return figure
 
