@@ -26,6 +26,7 @@ from core.data import ImageDataset
 from core.methods import Batch, Method, get_method
 from core.methods.base import assign_all, encode_all
 from core.metrics import evaluate
+from core.models import prefer_channels_last
 from core.repro import describe_device, library_versions, resolve_device, seed_everything
 from core.runs import RunStore
 from core.train.cache import AutoencoderCache
@@ -88,8 +89,8 @@ class Trainer:
     def run(self, resume: bool = False) -> dict:
         """Train to the end (or to a stop); returns the last metrics row."""
         generator = seed_everything(self.config.seed)
-        self.x = torch.from_numpy(self.dataset.x).to(self.device)  # (N, C, H, W), resident on the device
-        self.model = self.method.build(self.dataset.shape).to(self.device)
+        x = torch.from_numpy(self.dataset.x).to(self.device)  # (N, C, H, W), resident on the device
+        self.model, self.x = prefer_channels_last(self.method.build(self.dataset.shape).to(self.device), x)
         position = _Position()
         optimizer = None
         if resume:
