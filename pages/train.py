@@ -295,15 +295,11 @@ def collapse_warning(sizes) -> str | None:
     """A sentence when clusters are emptied or one holds more than ``COLLAPSE_SHARE`` × its balanced share."""
     if sizes is None or not len(sizes) or not sizes.sum():
         return None
-    share = largest_share(sizes)
-    empty = int((sizes == 0).sum())
-    if share <= COLLAPSE_SHARE and not empty:
+    share, empty = largest_share(sizes), int((sizes == 0).sum())
+    parts = [f"cluster {int(sizes.argmax())} holds {share:.1f}× its balanced share"] if share > COLLAPSE_SHARE else []
+    parts += [f"{empty} cluster{'s are' if empty > 1 else ' is'} empty"] if empty else []
+    if not parts:
         return None
-    parts = []
-    if share > COLLAPSE_SHARE:
-        parts.append(f"cluster {int(sizes.argmax())} holds {share:.1f}× its balanced share")
-    if empty:
-        parts.append(f"{empty} cluster{'s are' if empty > 1 else ' is'} empty")
     return ("Collapse warning: " + " and ".join(parts) + ". A loss without a balance term can merge clusters; "
             "a better start (longer pretraining) or a smaller learning rate may help.")
 
