@@ -347,9 +347,10 @@ def render() -> None:
 
 def draw_loss_curves(config: RunConfig) -> None:
     """The chosen method's loss as a function of its knobs (if it has such curves), redrawn as they move."""
-    panels = get_method(config.method).loss_curves(config.params)
+    method_cls = get_method(config.method)
+    panels = method_cls.loss_curves(config.params)
     if panels:
-        with st.expander(f"How the {get_method(config.method).title} loss responds to the knobs", expanded=True):
+        with st.expander(f"How the {method_cls.title} loss responds to the knobs", expanded=True):
             st.caption("Computed from the knobs alone, before any training: move a slider on the left and "
                        "the curves follow.")
             st.plotly_chart(charts.panels_figure(panels, ""), key="train.loss_curves")

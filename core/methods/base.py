@@ -79,7 +79,7 @@ class Method:
     @classmethod
     def loss_curves(cls, config: Config) -> list[CurvePanel]:
         """How the method's loss responds to its knobs, computed from ``config`` alone (no data, no
-        model): panels the app redraws as the sliders move. None by default."""
+        model): panels the app redraws as the sliders move. No panels by default."""
         return []
 
     # -- model -------------------------------------------------------------------------------------
