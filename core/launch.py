@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,10 +126,14 @@ def run_pid(store: RunStore, status: dict | None = None) -> int | None:
 def run_state(store: RunStore, status: dict | None = None) -> str:
     """The status' state, or ``died`` when it claims to be active but its process is gone."""
     status = store.read_status() if status is None else status
-    state = status.get("state", "unknown")
+    return state_with_process(status.get("state", "unknown"), lambda: run_pid(store, status))
+
+
+def state_with_process(state: str, pid: Callable[[], int | None]) -> str:
+    """``state``, or ``died`` when it claims to be active (queued, running) but process ``pid()`` is gone."""
     if state in ACTIVE_STATES:
-        pid = run_pid(store, status)
-        if pid is not None and not is_alive(pid):
+        process = pid()
+        if process is not None and not is_alive(process):
             return "died"
     return state
 
