@@ -150,7 +150,8 @@ def cell_summary(table: pd.DataFrame, knobs: list[str], metric: str) -> pd.DataF
         reasons = list(dict.fromkeys(str(r) for r in failed["reason"] if r))
         rows.append({**dict(zip(knobs, values)), "mean": finished.mean() if len(finished) else math.nan,
                      "sd": finished.std(ddof=1) if len(finished) > 1 else math.nan, "n": len(finished),
-                     "n_failed": len(failed), "n_pending": int((~cell["state"].isin(("finished", *FAILED_STATES))).sum()),
+                     "n_failed": len(failed),
+                     "n_pending": int((~cell["state"].isin(("finished", *FAILED_STATES))).sum()),
                      "reasons": "; ".join(reasons)})
     return pd.DataFrame(rows, columns=columns)
 
