@@ -245,11 +245,11 @@ class _ProgressBar:
     def __call__(self, event: dict) -> None:
         if self.bar is None:
             self.bar = tqdm(total=event["total_epochs"], desc=self.run_id, unit="epoch")
-        self.bar.update(event["epoch"] - self.bar.n)
         shown = {"phase": event["phase"]}
         shown.update({name: f"{event[name]:.4g}" for name in ("loss", "acc", "nmi")
                       if name in event and event[name] == event[name]})
-        self.bar.set_postfix(shown, refresh=True)
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.update(event["epoch"] - self.bar.n)  # redraws, with the postfix
 
     def close(self) -> None:
         if self.bar is not None:
