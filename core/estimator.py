@@ -133,7 +133,7 @@ class DeepClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         stopped from the app keeps the model as it stood (with a warning); an interrupted one is marked
         stopped, so ``python -m core train --resume <id>`` can continue it.
         """
-        X = validate_data(self, X, allow_nd=True, dtype=np.float64, ensure_min_samples=2)
+        X = validate_data(self, X, allow_nd=True, dtype=(np.float32, np.float64), ensure_min_samples=2)
         if y is not None:
             y = column_or_1d(y, warn=True)
             check_consistent_length(X, y)
@@ -145,14 +145,13 @@ class DeepClustering(ClusterMixin, TransformerMixin, BaseEstimator):
                                  device=self.device, n_clusters=self.n_clusters)
         store = RunStore.create(self.runs_dir or default_runs_dir(), new_run_id(self.method, path, self.seed),
                                 config.to_dict())
-        trainer = Trainer(config, load_dataset(path), store)  # the file's pixels: what a resumed run reads
         progress = _ProgressBar(store.id) if self.verbose else None
-        if progress:
-            trainer.callbacks.append(progress)
+        # Trained on the file's pixels, which are what a resumed run reads.
+        trainer = Trainer(config, load_dataset(path), store, callbacks=[progress] if progress else [])
         try:
             trainer.run()
         except KeyboardInterrupt:
-            store.write_status("stopped", reason="interrupted")
+            store.write_status("stopped", reason="interrupted in the calling process")
             raise
         finally:
             if progress:
@@ -196,7 +195,7 @@ class DeepClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     def _tensor(self, X) -> torch.Tensor:
         """New data as the trainer holds its images: (N, C, H, W) float32 on the model's device."""
         check_is_fitted(self, "model_")
-        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float64)
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=(np.float32, np.float64))
         x = from_pixels("X", self._images(X, fitting=False), None).x
         return prefer_channels_last(self.model_, torch.from_numpy(x).to(self.device_))[1]
 
