@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import numbers
 import warnings
 from pathlib import Path
 
@@ -142,7 +143,8 @@ class DeepClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         dataset.name = f"{UPLOAD_PREFIX}-{dataset.fingerprint()}"
         path = str(save_upload(dataset).resolve())
         config = RunConfig.build(self.method, path, self.seed, self.preset, self._overrides(),
-                                 device=self.device, n_clusters=self.n_clusters)
+                                 device=self.device, n_clusters=_plain_int(self.n_clusters))
+        config.check_samples(len(dataset), dataset.n_classes)  # as the trainer will, before a run directory exists
         store = RunStore.create(self.runs_dir or default_runs_dir(), new_run_id(self.method, path, self.seed),
                                 config.to_dict())
         progress = _ProgressBar(store.id) if self.verbose else None
@@ -223,6 +225,11 @@ class DeepClustering(ClusterMixin, TransformerMixin, BaseEstimator):
                              f"found values up to {X.max():g}")
         pixels = np.round(unit * 255).astype(np.uint8).reshape(len(X), *shape)  # (N, C, H, W)
         return pixels.transpose(0, 2, 3, 1)
+
+
+def _plain_int(value):
+    """A NumPy integer (from ``np.arange``, say) as the ``int`` the run config takes; anything else unchanged."""
+    return int(value) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else value
 
 
 def knob_names(method: str) -> list[str]:

@@ -11,6 +11,7 @@ from sklearn.utils.estimator_checks import _get_check_estimator_ids, estimator_c
 
 from core import DeepClustering
 from core.cli import main as cli_main
+from core.config import ConfigError
 from core.data import load_dataset
 from core.methods import get_method
 from core.runs import RunStore, default_runs_dir, list_runs
@@ -21,10 +22,16 @@ CHEAP = dict(n_clusters=3, verbose=0, pretrain_epochs=1, latent_dim=2, kmeans_re
 # IDEC on a few hundred digits, both phases one epoch long.
 TINY_IDEC = dict(n_clusters=10, verbose=0, pretrain_epochs=1, epochs=1, batch_size=64, kmeans_restarts=1)
 
+ONE_CLUSTER = "it sets n_clusters=1, which the run configuration refuses (clustering needs K ≥ 2); instead, "
+PREDICT_TEST = "test_predict_and_transform_on_training_data"
 EXPECTED_FAILURES = {
     "check_clustering": "it fits standardised blobs with negative values without applying the positive_only tag; "
                         "X holds intensities, so they are refused (test_blobs_in_the_unit_square_cluster "
                         "runs the same check on the blobs rescaled into [0, 1])",
+    "check_fit2d_1feature": ONE_CLUSTER + "test_rows_are_square_images_or_strips fits one-feature rows",
+    "check_fit2d_predict1d": ONE_CLUSTER + f"{PREDICT_TEST} gives predict 1-D input",
+    "check_methods_subset_invariance": ONE_CLUSTER + f"{PREDICT_TEST} predicts on subsets",
+    "check_dont_overwrite_parameters": ONE_CLUSTER + f"{PREDICT_TEST} checks the attributes fit sets",
 }
 # sklearn skips this one unless SciPy's array API mode is switched on before import; the estimator does not
 # declare array API support (torch converts its input), and CI allows no skipped test.
@@ -74,10 +81,18 @@ def test_same_seed_same_labels_without_the_cache(digits, monkeypatch, tmp_path):
     assert first.run_id_ != second.run_id_
 
 
-def test_predict_on_the_training_data_is_labels_and_transform_gives_latent_codes(digits):
+def test_predict_and_transform_on_training_data(digits):
+    """predict gives labels_ (on subsets too), transform the latent codes; fit only adds attributes ending in _."""
     x, y = digits
-    model = DeepClustering("idec", **TINY_IDEC).fit(x)
+    model = DeepClustering("idec", **TINY_IDEC)
+    before = set(vars(model))
+    model.fit(x)
+    assert all(name.endswith("_") for name in set(vars(model)) - before if not name.startswith("_"))
     np.testing.assert_array_equal(model.predict(x), model.labels_)
+    np.testing.assert_array_equal(np.concatenate([model.predict(x[:150]), model.predict(x[150:])]), model.labels_)
+    np.testing.assert_allclose(model.transform(x[150:]), model.transform(x)[150:], atol=1e-5)
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        model.predict(x[0])
     codes = model.transform(x[:7])
     assert codes.shape == (7, 10) and codes.dtype == np.float32
     assert model.cluster_centers_.shape == (10, 10)
@@ -127,15 +142,20 @@ def test_get_params_lists_every_knob_and_parameter_grid_sets_them():
     assert repr(model) == "DeepClustering(method='dec', preset='fast', epochs=5)"
 
 
-@pytest.mark.parametrize("knobs, message", [
-    ({"alhpa": 1.0}, "unknown setting"),
-    ({"gamma": 0.1}, "unknown setting"),  # an IDEC knob given to DEC
-    ({"preset": "slow"}, "no preset"),
-    ({"method": "spectral"}, "unknown method"),
+@pytest.mark.parametrize("knobs, error, message", [
+    ({"alpha": float("nan")}, ConfigError, "alpha=nan"),
+    ({"latent_dim": 0}, ConfigError, "latent_dim=0"),
+    ({"batch_size": 0}, ConfigError, "batch_size=0"),
+    ({"n_clusters": 1}, ConfigError, "K ≥ 2"),
+    ({"n_clusters": 16}, ConfigError, "needs at least 32"),  # 30 samples
+    ({"alhpa": 1.0}, ConfigError, "unknown setting"),
+    ({"gamma": 0.1}, ConfigError, "unknown setting"),  # an IDEC knob given to DEC
+    ({"preset": "slow"}, ConfigError, "no preset"),
+    ({"method": "spectral"}, ValueError, "unknown method"),
 ])
-def test_knobs_the_cli_refuses_are_refused_by_fit_not_by_init(knobs, message):
+def test_what_the_cli_refuses_fit_refuses_and_init_does_not(knobs, error, message):
     model = DeepClustering(**{"method": "dec", "verbose": 0, **knobs})  # constructing never validates
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         model.fit(np.random.default_rng(0).uniform(size=(30, 4)))
     assert not default_runs_dir().exists() or not any(default_runs_dir().iterdir())  # no run was written
 
@@ -157,7 +177,8 @@ def test_intensities_0_255_are_read_as_pixels_and_new_data_must_match():
         as_unit.predict(pixels / 255.0 - 0.5)
 
 
-@pytest.mark.parametrize("shape, image_shape", [((30, 16), (1, 4, 4)), ((30, 7), (1, 1, 7)), ((30, 4, 6), (1, 4, 6))])
+@pytest.mark.parametrize("shape, image_shape", [((30, 16), (1, 4, 4)), ((30, 7), (1, 1, 7)), ((30, 1), (1, 1, 1)),
+                                                ((30, 4, 6), (1, 4, 6))])
 def test_rows_are_square_images_or_strips(shape, image_shape):
     x = np.random.default_rng(0).uniform(size=shape)
     model = DeepClustering("ae-kmeans", **CHEAP).fit(x)
