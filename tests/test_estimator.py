@@ -13,6 +13,7 @@ from core import DeepClustering
 from core.cli import main as cli_main
 from core.config import ConfigError
 from core.data import load_dataset
+from core.estimator import _ProgressBar
 from core.methods import get_method
 from core.runs import RunStore, default_runs_dir, list_runs
 from core.train import TrainerConfig
@@ -117,6 +118,30 @@ def test_a_fit_is_a_listed_run_with_its_metrics_and_resumes_from_the_cli(digits)
     np.testing.assert_array_equal(data.y, y)
     assert cli_main(["train", "--resume", model.run_id_, "--quiet"]) == 0
     assert RunStore(default_runs_dir() / model.run_id_).read_status()["state"] == "finished"
+
+
+def test_an_interrupted_fit_is_marked_stopped_and_the_cli_resumes_it(digits, monkeypatch):
+    x, y = digits
+    real_call = _ProgressBar.__call__
+
+    def interrupt_at_epoch_2(bar, event):  # a Ctrl-C in the notebook, after epoch 1's checkpoint
+        if event["epoch"] == 2:
+            raise KeyboardInterrupt
+        real_call(bar, event)
+
+    monkeypatch.setattr(_ProgressBar, "__call__", interrupt_at_epoch_2)
+    model = DeepClustering("idec", **{**TINY_IDEC, "pretrain_epochs": 2, "verbose": 1})
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y)
+    assert not hasattr(model, "labels_")
+    (run_dir,) = default_runs_dir().iterdir()
+    store = RunStore(run_dir)
+    assert store.read_status()["state"] == "stopped"
+    assert cli_main(["train", "--resume", store.id, "--quiet"]) == 0
+    assert store.read_status()["state"] == "finished"
+    metrics = store.read_metrics()
+    assert list(metrics["epoch"]) == [1, 2, 3, 4]
+    assert list(metrics["phase"]) == ["pretrain", "pretrain", "init", "cluster"]
 
 
 def test_clone_with_a_new_alpha_reuses_the_cached_autoencoder(digits):
