@@ -13,7 +13,6 @@ and ``predict``, and its progress bar in the cell's output.
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import numbers
 import warnings
@@ -33,8 +32,6 @@ from core.methods.base import assign_all, encode_all
 from core.models import prefer_channels_last
 from core.runs import RunStore, default_runs_dir, new_run_id
 from core.train import RunConfig, Trainer, TrainerConfig
-
-log = logging.getLogger(__name__)
 
 UPLOAD_PREFIX = "array"  # the stored array's file name (and the run id's data part): array-<content hash>
 
