@@ -128,13 +128,18 @@ def _duration(seconds: float) -> str:
 
 
 def describe_methods() -> str:
-    lines = []
-    for name, method in REGISTRY.items():
-        lines.append(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})")
-        for knob in method.Config.knobs():
-            span = f"[{knob.min} … {knob.max}]" if knob.choices is None else "{" + ", ".join(map(str, knob.choices)) + "}"
-            lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<20} {knob.help}")
-    lines.append("trainer:")
-    for knob in TrainerConfig.knobs():
-        lines.append(f"  {knob.label:<28} = {knob.default!s:<8} [{knob.min} … {knob.max}]  {knob.help}")
+    """Every method's knobs: default, slider range (or choices), hard limit, help."""
+    lines = ["knob = default  [slider range]  (hard limit: what a run accepts)  help"]
+    sections = [(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})", method.Config)
+                for name, method in REGISTRY.items()]
+    for title, config in [*sections, ("trainer:", TrainerConfig)]:
+        lines.append(title)
+        for knob in config.knobs():
+            if knob.choices is None:
+                span = f"[{knob.min} … {knob.max}]"
+                if knob.limits is not None:
+                    span += f" ({knob.limits.describe()})"
+            else:
+                span = "{" + ", ".join(map(str, knob.choices)) + "}"
+            lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<30} {knob.help}")
     return "\n".join(lines)
