@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--clusters", type=int, help="K (default: the number of classes)")
+    train.add_argument("--init-weights", type=Path, metavar="PATH",
+                       help="start from this autoencoder state dict instead of pretraining (its own names, a run's "
+                            "model or a layout the method declares, e.g. the official DCSS MNIST autoencoder)")
     train.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps")
     train.add_argument("--runs-dir", type=Path, default=None, help="default $CLUSTERLAB_RUNS or ./runs")
     train.add_argument("--run-dir", type=Path, help="train the config.json already written in this run directory")
@@ -70,7 +73,8 @@ def _train(args, parser) -> int:
                 overrides[name] = getattr(args, name)
         try:
             config = RunConfig.build(args.method, args.data, args.seed, args.preset, overrides,
-                                     device=args.device, n_clusters=args.clusters)
+                                     device=args.device, n_clusters=args.clusters,
+                                     init_weights=args.init_weights and str(args.init_weights))
         except ValueError as err:
             parser.error(str(err))
         store = RunStore.create(runs_dir, new_run_id(args.method, args.data, args.seed), config.to_dict())

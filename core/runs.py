@@ -167,7 +167,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-SETTINGS = ("method", "data", "preset", "seed", "n_clusters", "device")  # a config's own fields, in this order
+SETTINGS = ("method", "data", "preset", "seed", "n_clusters", "device", "init_weights")  # a config's own fields, in this order
 
 
 def flat_settings(config: dict) -> dict[str, object]:

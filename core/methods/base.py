@@ -59,6 +59,10 @@ class Method:
     published: ClassVar[dict[str, tuple[float, float, str]]] = {}  # data set → (ACC, NMI, source)
     # The scalars the method adds to its per-epoch events, as the app plots them: panel title → columns.
     diagnostics: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Other code bases' state-dict names for the pretrained part, so their trained weights can start a run
+    # (``core.train.init_weights``): a layout's name → {their dotted prefix: ours, or None for a tensor of
+    # theirs with no counterpart here}.
+    weight_layouts: ClassVar[dict[str, dict[str, str | None]]] = {}
 
     def __init__(self, config: Config, n_clusters: int, seed: int = 0):
         self.config = config

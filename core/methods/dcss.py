@@ -208,6 +208,20 @@ class DCSSAutoencoder(nn.Module):
         return self.decoder(u)[:, :, :height, :width]  # (B, C, h, w); 4·⌈side/4⌉ before the crop
 
 
+# The official AutoEncoder's state-dict names (Codes/Network.py of Armanfard-Lab/DCSS) → ours, prefix by
+# prefix: its shipped MNIST autoencoder then loads strictly and gives bitwise-equal codes (spec §i.1).
+# layer4–layer6 are residual stacks the official decoder declares but never calls (§b).
+_OFFICIAL_BOTTLENECK = {"conv1": "body.0", "bn1": "body.1", "conv2": "body.3", "bn2": "body.4",
+                        "conv3": "body.6", "bn3": "body.7"}
+OFFICIAL_NAMES: dict[str, str | None] = {
+    "conv1": "encoder.0", "bn1": "encoder.1", "fconv1": "encoder.4", "fconv2": "encoder.7", "fc1": "encoder.11",
+    "fc2": "decoder.0", "deconv1": "decoder.3", "deconv2": "decoder.5", "deconv3": "decoder.7",
+    **{f"{stack}.0.{theirs}": f"{block}.{ours}" for stack, block in
+       (("layer1", "encoder.3"), ("layer2", "encoder.6"), ("layer3", "encoder.9"))
+       for theirs, ours in _OFFICIAL_BOTTLENECK.items()},
+    "layer4": None, "layer5": None, "layer6": None}
+
+
 class MNet(nn.Module):
     """u → q: Linear d→128 → BN → ReLU → Linear 128→128 → BN → ReLU → Linear 128→K → softmax (§b)."""
 
@@ -323,6 +337,7 @@ class DCSS(AutoencoderMethod):
                                                                    "pairs_ignored"),
                    "samples with no similar partner (Figure 3)": ("no_similar",),
                    "mean largest membership": ("confidence",), "centre shift": ("centre_shift",)}
+    weight_layouts = {"the official DCSS code (Armanfard-Lab/DCSS)": OFFICIAL_NAMES}
 
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)

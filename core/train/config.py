@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.config import Config, knob
 from core.methods import get_method
+from core.train.init_weights import WeightsError, file_sha256
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,24 @@ class RunConfig:
     preset: str | None = None
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     params: Config | None = None
+    # A state-dict file that replaces pretraining (core.train.init_weights), and its SHA-256 when configured:
+    # the run refuses a file that changed since.
+    init_weights: str | None = None
+    init_weights_sha256: str | None = None
 
     def __post_init__(self):
+        method_cls = get_method(self.method)
         if self.params is None:
-            object.__setattr__(self, "params", get_method(self.method).Config())
+            object.__setattr__(self, "params", method_cls.Config())
+        if self.init_weights is not None and self.init_weights_sha256 is None:
+            if "pretrain" not in method_cls.phases:
+                raise WeightsError(f"{method_cls.title} pretrains no autoencoder, so it cannot start from imported "
+                                   "weights")
+            path = Path(self.init_weights).expanduser().resolve()
+            if not path.is_file():
+                raise WeightsError(f"init weights {self.init_weights}: no such file")
+            object.__setattr__(self, "init_weights", str(path))
+            object.__setattr__(self, "init_weights_sha256", file_sha256(path))
 
     @classmethod
     def build(cls, method: str, data: str = "digits", seed: int = 0, preset: str | None = None,
@@ -62,7 +78,8 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"method": self.method, "data": self.data, "seed": self.seed, "device": self.device,
                 "n_clusters": self.n_clusters, "preset": self.preset,
-                "trainer": self.trainer.to_dict(), "params": self.params.to_dict()}
+                "trainer": self.trainer.to_dict(), "params": self.params.to_dict(),
+                "init_weights": self.init_weights, "init_weights_sha256": self.init_weights_sha256}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -70,4 +87,5 @@ class RunConfig:
                    device=values.get("device", "auto"), n_clusters=values.get("n_clusters"),
                    preset=values.get("preset"),
                    trainer=TrainerConfig.from_dict(values.get("trainer", {})),
-                   params=get_method(values["method"]).Config.from_dict(values.get("params", {})))
+                   params=get_method(values["method"]).Config.from_dict(values.get("params", {})),
+                   init_weights=values.get("init_weights"), init_weights_sha256=values.get("init_weights_sha256"))

@@ -1,7 +1,8 @@
 """The one training loop every method, the CLI, the app and the benchmarks share.
 
 Phases run in order: ``pretrain`` (if the method has it; served from the autoencoder cache when the
-same data, architecture, pretraining settings and seed were seen before) → ``init`` (the method's
+same data, architecture, pretraining settings and seed were seen before, or replaced by the imported
+weights the run names, as one row of the loaded codes) → ``init`` (the method's
 cluster initialisation) → ``cluster`` (if the method has it). After every epoch the trainer evaluates
 the model, writes a metrics row, a latent snapshot and a checkpoint, and calls the callbacks with the
 epoch's event; a callback returning True stops the run, as does the run's stop file or ``stop_event``.
@@ -31,6 +32,7 @@ from core.repro import describe_device, library_versions, resolve_device, seed_e
 from core.runs import RunStore
 from core.train.cache import AutoencoderCache
 from core.train.config import RunConfig
+from core.train.init_weights import WeightsError, load_into
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ class Trainer:
         except StopTraining as stop:
             self.store.write_status("stopped", reason=str(stop))
             log.info("run %s stopped: %s", self.store.id, stop)
-        except FloatingPointError as err:
+        except (FloatingPointError, WeightsError) as err:
             self.store.write_status("failed", reason=str(err))
             log.error("run %s failed: %s", self.store.id, err)
         except Exception as err:
@@ -141,10 +143,12 @@ class Trainer:
         n_epochs = self._phase_epochs(phase)
         if n_epochs == 0:
             return True
-        if phase == "pretrain" and position.phase_epoch == 0 and self._load_pretrained():
-            position.epoch += n_epochs
-            self._record(position, phase, {"cached": 1.0}, epoch_time=0.0)
-            return True
+        if phase == "pretrain" and position.phase_epoch == 0:
+            source = self._load_pretrained()
+            if source:
+                position.epoch += n_epochs
+                self._record(position, phase, {source: 1.0}, epoch_time=0.0)
+                return True
         step_fn = self.method.pretrain_step if phase == "pretrain" else (
             lambda model, batch: self.method.training_step(model, batch, phase))
         n = len(self.x)
@@ -297,16 +301,21 @@ class Trainer:
                 "epochs": self.config.trainer.pretrain_epochs, "batch_size": self.config.trainer.batch_size,
                 **self.method.pretrain_signature()}
 
-    def _load_pretrained(self) -> bool:
+    def _load_pretrained(self) -> str | None:
+        """Load the pretrained part from the run's weights file or the cache: ``"imported"``, ``"cached"`` or None."""
+        if self.config.init_weights:
+            layout = load_into(self.method, self.model, self.config.init_weights, self.config.init_weights_sha256)
+            log.info("autoencoder imported from %s (read as %s)", self.config.init_weights, layout)
+            return "imported"
         part = self.method.pretrained_part(self.model)
         if part is None:
-            return False
+            return None
         state = self.cache.load(self.pretrain_key, self.device)
         if state is None:
-            return False
+            return None
         part.load_state_dict(state)
         log.info("pretrained autoencoder loaded from the cache")
-        return True
+        return "cached"
 
     def _save_pretrained(self) -> None:
         part = self.method.pretrained_part(self.model)
@@ -315,7 +324,9 @@ class Trainer:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _phase_epochs(self, phase: str) -> int:
-        return self.config.trainer.pretrain_epochs if phase == "pretrain" else self.config.trainer.epochs
+        if phase == "pretrain":
+            return 1 if self.config.init_weights else self.config.trainer.pretrain_epochs  # imported: one row
+        return self.config.trainer.epochs
 
     def _total_epochs(self) -> int:
         return sum(1 if p == "init" else self._phase_epochs(p) for p in self.plan)
