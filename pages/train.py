@@ -6,6 +6,7 @@ it is watched, so a reload or a second tab simply reads the same files again.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -16,12 +17,13 @@ import torch
 
 from core.config import Knob
 from core.data import DataError
+from core.data.builtin import cache_dir
 from core.embed import colour_slots
 from core.launch import RunProgress, log_tail, run_progress, start_run, stop_run
 from core.methods import REGISTRY, get_method
 from core.metrics import COLLAPSE_SHARE, largest_share
 from core.runs import RunStore
-from core.train import RunConfig, TrainerConfig
+from core.train import RunConfig, TrainerConfig, init_weights
 from pages import charts, common
 
 # What watching costs a run training on the same CPU (bench/app_speed.py): each refresh of the panel
@@ -145,8 +147,8 @@ def restore_settings(config: dict) -> None:
         common.restore(key, value)
 
 
-def settings_ui(data: str, n_classes: int | None) -> RunConfig:
-    """Every widget of the left column; returns the run configuration they describe."""
+def settings_ui(data: str, n_classes: int | None, shape: tuple[int, int, int]) -> RunConfig:
+    """Every widget of the left column (for images of ``shape``); returns the run configuration they describe."""
     method = method_ui()
     st.caption(_method_blurb(method))
     preset = preset_ui(method, data)
@@ -174,7 +176,38 @@ def settings_ui(data: str, n_classes: int | None) -> RunConfig:
                              help="auto picks a CUDA GPU, then Apple's MPS, then the CPU")
     with st.expander("Advanced"):
         draw(groups["advanced"])
-    return RunConfig.build(method, data, int(seed), preset, overrides, device=device, n_clusters=int(n_clusters))
+        config = RunConfig.build(method, data, int(seed), preset, overrides, device=device,
+                                 n_clusters=int(n_clusters))
+        weights = init_weights_ui(config, shape) if "pretrain" in get_method(method).phases else None
+    return config if weights is None else dataclasses.replace(config, init_weights=weights)
+
+
+def init_weights_ui(config: RunConfig, shape: tuple[int, int, int]) -> str | None:
+    """An uploaded autoencoder state dict that replaces pretraining: its path in the user cache (kept under its
+    content hash), or None. A file that does not fit the method's autoencoder is refused and nothing is written."""
+    uploaded = st.file_uploader("Start from an imported autoencoder (a PyTorch state dict, .pt)", type=["pt", "pth"],
+                                key=f"train.{config.method}.init_weights",
+                                help="replaces pretraining: the run starts at the cluster initialisation on its "
+                                     "codes. Its own names, a run's model, or a layout the method declares "
+                                     "(e.g. the official DCSS MNIST autoencoder)")
+    if uploaded is None:
+        return None
+    try:
+        path, sentence = accept_weights(uploaded.name, uploaded.getvalue(), config, shape)
+    except init_weights.WeightsError as err:
+        st.error(f"{err} Nothing was saved; the run pretrains as usual.")
+        return None
+    st.caption(sentence)
+    return path
+
+
+def accept_weights(filename: str, content: bytes, config: RunConfig, shape: tuple[int, int, int]) -> tuple[str, str]:
+    """Check uploaded weights against the configured method's autoencoder and keep them in the user cache;
+    returns (their path, a sentence saying how they were read). Raises ``WeightsError``, writing nothing."""
+    method = get_method(config.method)(config.params, config.n_clusters, config.seed)
+    layout = init_weights.check(content, filename, method, shape)
+    path = init_weights.save_upload(content, cache_dir() / "weights")
+    return str(path), f"{filename}, read as {layout}: the run skips pretraining and starts from these weights."
 
 
 def device_options() -> list[str]:
@@ -281,9 +314,10 @@ def draw_live(store: RunStore) -> RunProgress:
     left, right = st.columns(2)
     left.plotly_chart(figures["loss"], key="live.loss")
     right.plotly_chart(figures["scores"], key="live.scores")
-    warning = collapse_warning(progress.sizes)
-    if warning:
-        st.warning(warning)
+    method_cls = get_method(config["method"])
+    for warning in [collapse_warning(progress.sizes, method_cls.known_collapse), *method_cls.warnings(progress.metrics)]:
+        if warning:
+            st.warning(warning)
     st.plotly_chart(figures["sizes"], key="live.sizes")
     if figures["diagnostics"] is not None:
         st.markdown(f"**What {get_method(config['method']).title} reports per epoch**")
@@ -291,8 +325,9 @@ def draw_live(store: RunStore) -> RunProgress:
     return progress
 
 
-def collapse_warning(sizes) -> str | None:
-    """A sentence when clusters are emptied or one holds more than ``COLLAPSE_SHARE`` × its balanced share."""
+def collapse_warning(sizes, known: str = "") -> str | None:
+    """A sentence when clusters are emptied or one holds more than ``COLLAPSE_SHARE`` × its balanced share;
+    ``known`` is what the method is known to do then (``Method.known_collapse``), said instead of general advice."""
     if sizes is None or not len(sizes) or not sizes.sum():
         return None
     share, empty = largest_share(sizes), int((sizes == 0).sum())
@@ -300,8 +335,8 @@ def collapse_warning(sizes) -> str | None:
     parts += [f"{empty} cluster{'s are' if empty > 1 else ' is'} empty"] if empty else []
     if not parts:
         return None
-    return ("Collapse warning: " + " and ".join(parts) + ". A loss without a balance term can merge clusters; "
-            "a better start (longer pretraining) or a smaller learning rate may help.")
+    return ("Collapse warning: " + " and ".join(parts) + ". " + (known or "A loss without a balance term can merge "
+            "clusters; a better start (longer pretraining) or a smaller learning rate may help."))
 
 
 def render() -> None:
@@ -320,7 +355,7 @@ def render() -> None:
                     f"({dataset.shape[1]}×{dataset.shape[2]})")
         actions = st.container()  # Start/Stop above the long list of sliders, filled once they are read
         try:
-            config = settings_ui(data, dataset.n_classes)
+            config = settings_ui(data, dataset.n_classes, dataset.shape)
         except ValueError as err:
             st.error(f"These settings cannot be used: {err}")
             return

@@ -181,3 +181,20 @@ class IDECish:
         config = RunConfig.build("idec", dataset.name, overrides=TINY)
         method = get_method("idec")(config.params, 10, 0)
         return method, method.build(dataset.shape)
+
+
+def test_train_page_keeps_fitting_weights_by_content_and_refuses_others_writing_nothing(tmp_path):
+    from core.data.builtin import cache_dir
+    from pages import train
+
+    config = RunConfig.build("dcss", "usps", preset="cpu", n_clusters=10)
+    method = DCSS(config.params, 10)
+    good = tmp_path / "ae.pt"
+    torch.save(method.pretrained_part(method.build((1, 16, 16))).state_dict(), good)
+    path, sentence = train.accept_weights("ae.pt", good.read_bytes(), config, (1, 16, 16))
+    assert Path(path).parent == cache_dir() / "weights" and Path(path).read_bytes() == good.read_bytes()
+    assert "skips pretraining" in sentence
+    native = RunConfig.build("dcss", "usps", n_clusters=10, overrides={"resize": False})
+    with pytest.raises(WeightsError, match="mis-shaped"):  # the 28×28 net's weights for the native 16×16 one
+        train.accept_weights("ae.pt", good.read_bytes(), native, (1, 16, 16))
+    assert len(list((cache_dir() / "weights").iterdir())) == 1

@@ -63,6 +63,9 @@ class Method:
     # (``core.train.init_weights``): a layout's name → {their dotted prefix: ours, or None for a tensor of
     # theirs with no counterpart here}.
     weight_layouts: ClassVar[dict[str, dict[str, str | None]]] = {}
+    # What the method is known to do when clusters empty or merge, measured against its authors' code: the app
+    # adds it to its collapse warning ("" when nothing is known).
+    known_collapse: ClassVar[str] = ""
 
     def __init__(self, config: Config, n_clusters: int, seed: int = 0):
         self.config = config
@@ -84,6 +87,11 @@ class Method:
     def loss_curves(cls, config: Config) -> list[CurvePanel]:
         """How the method's loss responds to its knobs, computed from ``config`` alone (no data, no
         model): panels the app redraws as the sliders move. No panels by default."""
+        return []
+
+    @classmethod
+    def warnings(cls, metrics) -> list[str]:
+        """Sentences the app shows beside a run's live charts, read from its metrics rows (a DataFrame)."""
         return []
 
     # -- model -------------------------------------------------------------------------------------

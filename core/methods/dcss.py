@@ -22,7 +22,12 @@ with an M-step); ``q_space`` in phase 2 (1 when s is measured in q space); ``pai
 ``pairs_dissimilar``, ``pairs_ignored`` (unordered pairs i < j within the epoch's batches, split by ζ and γ),
 ``no_similar`` (samples without a similar partner j ≠ i in their batch, the paper's Figure 3) and
 ``confidence`` (mean max_k of p or q during training). Phase 2 counts the pairs its loss uses; phase 1
-counts the p·p pairs only as a preview of where phase 2 will start. The losses come as ``loss_recon``
+counts the p·p pairs only as a preview of where phase 2 will start. Twice, on the whole data, the risk of a
+merge (spec §i.2): before phase 2's first epoch ``partnered_min``, the lowest share, over the clusters of
+argmax p, of samples with a similar partner (p_i·p_j > ζ, j ≠ i: a cluster with few gets no pull and can be
+split or absorbed); and before the first q·q epoch ``partnered_min`` over the clusters of argmax q with
+s = q·q, and ``output_min``, the smallest MNet output's share of samples over N/K: under ``OUTPUT_WARNING``
+the q·q masks lock that merge in. The losses come as ``loss_recon``
 (L_r), ``loss_centering`` (L_c), ``loss_u_space`` (L_u) in phase 1 and ``loss_pairs`` (L_q) in phase 2.
 """
 from __future__ import annotations
@@ -47,6 +52,7 @@ PAIR_SCALE = 1e-3        # c of L_q (fixed in the code)
 CLIP_LOW, CLIP_HIGH = 0.01, 0.99
 OFFICIAL_SIDE = 28       # the official net is built for 28×28 inputs
 MNET_WIDTH = 128
+OUTPUT_WARNING = 0.1     # an MNet output holding under 10 % of N/K at the switch to q·q: a merge locked in
 
 
 # ------------------------------------------------------------------------------------------------
@@ -125,6 +131,31 @@ def pair_counts(similarity: Tensor, zeta: float = 0.8, gamma: float = 0.2) -> di
     return {"pairs_similar": n_similar.float(), "pairs_dissimilar": n_dissimilar.float(),
             "pairs_ignored": (n * (n - 1) / 2 - n_similar - n_dissimilar).float(),
             "no_similar": (~similar.any(1)).sum().float()}
+
+
+@torch.no_grad()
+def partner_shares(a: Tensor, labels: Tensor, n_clusters: int, zeta: float = 0.8, chunk: int = 2048) -> Tensor:
+    """Per cluster, the share of its samples with a similar partner j ≠ i anywhere in the data, s_ij = a_i·a_j > ζ
+    (a = p for s = p·p, q for s = q·q). Rows of s are formed ``chunk`` at a time: never the whole N × N.
+
+    a : (N, K), labels : (N,) → (n_clusters,), NaN for an empty cluster.
+    """
+    n = len(a)
+    partnered = torch.empty(n, dtype=torch.bool, device=a.device)
+    for start in range(0, n, chunk):
+        s = a[start:start + chunk] @ a.T  # (c, N)
+        rows = torch.arange(len(s), device=a.device)
+        s[rows, rows + start] = 0.0       # j ≠ i
+        partnered[start:start + chunk] = (s > zeta).any(1)
+    members = torch.bincount(labels, minlength=n_clusters).double()
+    with_partner = torch.bincount(labels[partnered], minlength=n_clusters).double()
+    return with_partner / members
+
+
+def output_shares(q: Tensor) -> Tensor:
+    """Each output's share of argmax q relative to an even split N/K: 1 balanced, 0 empty. q : (N, K) → (K,)."""
+    n, k = q.shape
+    return torch.bincount(q.argmax(1), minlength=k).double() * k / n
 
 
 # ------------------------------------------------------------------------------------------------
@@ -336,7 +367,8 @@ class DCSS(AutoencoderMethod):
     diagnostics = {"pairs per epoch (similar > ζ, dissimilar < γ)": ("pairs_similar", "pairs_dissimilar",
                                                                    "pairs_ignored"),
                    "samples with no similar partner (Figure 3)": ("no_similar",),
-                   "mean largest membership": ("confidence",), "centre shift": ("centre_shift",)}
+                   "mean largest membership": ("confidence",), "centre shift": ("centre_shift",),
+                   "merge risk at phase 2's start and at the switch to q·q": ("partnered_min", "output_min")}
     weight_layouts = {"the official DCSS code (Armanfard-Lab/DCSS)": OFFICIAL_NAMES}
 
     def __init__(self, config, n_clusters, seed=0):
@@ -359,17 +391,30 @@ class DCSS(AutoencoderMethod):
                 "fast": {"batch_size": 64 if digits else 256, "pretrain_epochs": 12 if digits else 8,
                          "epochs": 18 if digits else 10, "phase1_epochs": 8 if digits else 4, "switch_epoch": 3,
                          "resize": False, "kmeans_restarts": 5},
-                # the benchmark's CPU budget, ≤ 20 minutes a seed on one CPU thread: 16×16 USPS affords 2.5× the
-                # epochs of 28×28 MNIST-test (about 10 s against 35 s an epoch, plus the per-epoch read-out)
+                # the benchmark's CPU budget, ≤ 20 minutes a seed on one CPU thread, with the official 28×28 net
+                # everywhere (§b resizes USPS: at its native 16×16 the third stage shrinks to 1×1): the clustering
+                # schedule of the imported MNIST run (4 + 6 epochs, T₂ = 2, spec §i.2); USPS (9,298 images, about
+                # MNIST-test's cost an epoch once resized) and digits pretrain 50 epochs, MNIST-test 20
                 "cpu": {"batch_size": 256, "pretrain_epochs": 50 if small_images else 20,
-                        "epochs": 40 if small_images else 10, "phase1_epochs": 20 if small_images else 4,
-                        "switch_epoch": 5 if small_images else 2, "resize": False}}
+                        "epochs": 10, "phase1_epochs": 4, "switch_epoch": 2, "resize": True}}
 
     @classmethod
     def ablations(cls) -> dict[str, dict]:
         """Columns for ``bench/ablation.py``: ``epochs`` 0 ends the run at its init row, i.e. k-means on the
         very autoencoder DCSS starts from (cached, shared with the full run of the same seed)."""
         return {"AE + k-means (same autoencoder)": {"epochs": 0}, "DCSS": {}}
+
+    @classmethod
+    def warnings(cls, metrics):
+        if "output_min" not in metrics or not metrics["output_min"].notna().any():
+            return []
+        switch = metrics[metrics["output_min"].notna()].iloc[-1]
+        if switch["output_min"] >= OUTPUT_WARNING:
+            return []
+        return [f"Merge warning: at the switch to q·q similarity (epoch {int(switch['epoch'])}) the smallest MNet "
+                f"output holds {switch['output_min']:.0%} of an even share N/K, under {OUTPUT_WARNING:.0%}. From "
+                "here the q·q masks lock that merge in. A better-pretrained autoencoder, or a later switch "
+                "(T₂: more p·p epochs, which undo such a passing merge from a good start), avoids it."]
 
     # -- model and optimisation ------------------------------------------------------------------------
     def build(self, input_shape):
@@ -414,6 +459,10 @@ class DCSS(AutoencoderMethod):
             extras["q_space"] = float(self._phase2_epoch() >= c.switch_epoch)
         if update:
             extras["centre_shift"] = self.update_centres(model, x)
+        # NaN on the epochs that do not measure the merge risk, so every row of the clustering phase has its columns
+        extras.update(partnered_min=float("nan"), output_min=float("nan"))
+        if self.stage == 2 and self._phase2_epoch() in (0, c.switch_epoch):
+            extras.update(self.merge_risk(model, x, q_space=self._phase2_epoch() == c.switch_epoch))
         return extras
 
     def training_step(self, model, batch, phase):
@@ -460,6 +509,26 @@ class DCSS(AutoencoderMethod):
         shift = (centres - model.centroids).norm(dim=1).mean().item()
         model.centroids.copy_(centres)
         return shift
+
+    @torch.no_grad()
+    def merge_risk(self, model: nn.Module, x: Tensor, q_space: bool) -> dict[str, float]:
+        """The per-cluster diagnostic of phase 2 on the whole data, in eval mode (see the module docstring):
+        ``partnered_min`` and, in q space, ``output_min``; the per-cluster values go to the log."""
+        was_training = model.training
+        model.eval()
+        u = encode_all(self, model, x)  # (N, d)
+        a = model.mnet(u) if q_space else fuzzy_memberships(u, model.centroids, self.config.m)  # (N, K)
+        model.train(was_training)
+        shares = partner_shares(a, a.argmax(1), self.n_clusters, self.config.zeta)
+        space = "q·q" if q_space else "p·p"
+        log.info("DCSS %s: share of each cluster's samples with a similar partner %s", space,
+                 " ".join(f"{v:.2f}" for v in shares.tolist()))
+        risk = {"partnered_min": float(shares.nan_to_num(0.0).min())}
+        if q_space:
+            outputs = output_shares(a)
+            log.info("DCSS q·q: MNet outputs' shares of N/K %s", " ".join(f"{v:.2f}" for v in outputs.tolist()))
+            risk["output_min"] = float(outputs.min())
+        return risk
 
     # -- read-outs -------------------------------------------------------------------------------------
     def assign(self, model, x):
