@@ -230,6 +230,14 @@ def test_collapse_warning_by_hand(sizes, expected):
     assert warning is None if expected is None else warning.startswith("Collapse warning: " + expected)
 
 
+def test_collapse_warning_names_decs_known_behaviour_instead_of_general_advice():
+    from core.methods.decs import DECS
+    warning = train.collapse_warning(np.array([5, 0, 5]), DECS.known_collapse)
+    assert warning == "Collapse warning: 1 cluster is empty. " + DECS.known_collapse
+    assert "official code empties the same clusters" in warning and "balance term" not in train.collapse_warning(
+        np.array([5, 0, 5]), "Known.")
+
+
 def test_train_page_draws_the_decs_loss_curves_and_they_follow_the_knobs(app):
     at = open_page(app, "train")
     assert "train.loss_curves" not in plotly_figures(at)  # IDEC has no such curves

@@ -216,6 +216,10 @@ class DECS(AutoencoderMethod):
                  "mnist-test": (0.990, 0.971, "official README (run_exp.py)"),
                  "usps": (0.992, 0.976, "official README (run_exp.py)"),
                  "fashion-mnist": (0.642, 0.716, "official README (run_exp.py)")}
+    known_collapse = ("This is DECS' own behaviour, not a bug here: from the same start (USPS, k-means ACC 0.750) "
+                      "the authors' official code empties the same clusters (ACC 0.683 → 0.633 over 450 iterations); "
+                      "its stability loss has no balance term, so only a better start (longer pretraining) keeps "
+                      "the clusters (spec §i.2).")
 
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)
@@ -225,8 +229,10 @@ class DECS(AutoencoderMethod):
 
     @classmethod
     def presets(cls, dataset):
+        # t from the inference-mode pass, as the official code takes it (spec §i.3: the train-mode t ran 0.085
+        # higher over the first 30 iterations)
         paper = {"batch_size": 256, "pretrain_epochs": 500, "epochs": cluster_epochs(dataset), "max_iter": 20000,
-                 "kmeans_restarts": 20}
+                 "kmeans_restarts": 20, "t_eval_pass": True}
         small = small_builtin(dataset)
         fast = ({"batch_size": 64, "pretrain_epochs": 20, "epochs": 15, "kmeans_restarts": 5} if small else
                 {"batch_size": 256, "pretrain_epochs": 15, "epochs": 15, "kmeans_restarts": 5})
@@ -236,9 +242,9 @@ class DECS(AutoencoderMethod):
         # seed took 22 minutes with 50). USPS seed 0: k-means 0.916 after 200 epochs against 0.649 after 15.
         wide = (builtin_side(dataset) or 0) >= 28
         cpu = {"batch_size": 256, "pretrain_epochs": 40 if wide else 200, "max_iter": 2000,
-               "epochs": cluster_epochs(dataset, 2000), "kmeans_restarts": 20}
+               "epochs": cluster_epochs(dataset, 2000), "kmeans_restarts": 20, "t_eval_pass": True}
         return {"paper": paper,
-                "DECS-official": {**paper, "p": 1, "rho": 1.0, "t_eval_pass": True, "recalibrate_bn": False},
+                "DECS-official": {**paper, "p": 1, "rho": 1.0, "recalibrate_bn": False},
                 "DECS-paper": {**paper, "p": 2, "rho": 0.0},
                 "cpu": cpu,
                 "fast": fast}
