@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from core.config import ConfigError
 from core.methods import Method
 from core.storage import atomic_write_bytes
 
@@ -25,7 +26,7 @@ MODEL_LAYOUT = "this project's whole model"
 LISTED = 6  # names listed per kind of mismatch before "… and N more"
 
 
-class WeightsError(ValueError):
+class WeightsError(ConfigError):
     """An imported weights file that cannot be read or does not fit the method's autoencoder."""
 
 
