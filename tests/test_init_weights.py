@@ -67,7 +67,7 @@ def test_pickled_objects_and_non_state_dicts_are_refused_without_unpickling(tmp_
         read_state_dict(module_file)
     with pytest.raises(WeightsError, match="holds no state dict"):
         read_state_dict(list_file)
-    with pytest.raises(WeightsError, match="no such file"):
+    with pytest.raises(WeightsError, match="No such file"):
         read_state_dict(tmp_path / "absent.pt")
 
 

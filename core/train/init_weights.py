@@ -37,11 +37,9 @@ def file_sha256(path: str | os.PathLike) -> str:
 def read_state_dict(source: str | os.PathLike | bytes, name: str = "") -> dict[str, Tensor]:
     """The tensors of a state-dict file (a path or its bytes), loaded on the CPU with ``weights_only=True``."""
     name = name or str(source if not isinstance(source, bytes) else "the file")
+    data = source if isinstance(source, bytes) else _read_bytes(source)
     try:
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError(f"{name}: no such file") from None
     except Exception as err:  # torch reports a refused pickle or a damaged archive in several types
         raise WeightsError(f"{name} is not a PyTorch state dict that loads with weights_only=True "
                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
