@@ -226,13 +226,22 @@ def test_merge_risk_is_measured_before_phase_2_and_before_the_first_q_q_epoch(dc
     assert 0.0 <= events[2]["partnered_min"] <= 1.0
 
 
-@pytest.mark.parametrize("output_min, warned", [(0.05, True), (0.5, False), (float("nan"), False)])
-def test_merge_warning_reads_the_switch_row(output_min, warned):
-    metrics = pd.DataFrame({"epoch": [5, 6, 7], "output_min": [float("nan"), output_min, float("nan")]})
+@pytest.mark.parametrize("output_min, partnered_min, expected", [
+    (0.05, 0.5, "the smallest MNet output holds 5% of an even share N/K (under 10%)"),
+    (0.17, 0.0, "in one cluster only 0% of the samples have a similar partner (under 10%)"),
+    (0.05, 0.02, "the smallest MNet output holds 5% of an even share N/K and in one cluster only 2% of the samples"),
+    (0.5, 0.5, None),
+    (float("nan"), float("nan"), None),
+])
+def test_merge_warning_reads_the_switch_row(output_min, partnered_min, expected):
+    # the row before holds phase 2's p·p measurement, which never warns: only the switch row counts
+    nan = float("nan")
+    metrics = pd.DataFrame({"epoch": [5, 6, 7], "output_min": [nan, output_min, nan],
+                            "partnered_min": [0.0, partnered_min, nan]})
     warnings = DCSS.warnings(metrics)
-    assert len(warnings) == warned
-    assert not warned or warnings[0].startswith("Merge warning: at the switch to q·q similarity (epoch 6) the "
-                                                "smallest MNet output holds 5% of an even share N/K")
+    assert len(warnings) == (expected is not None)
+    assert expected is None or warnings[0].startswith("Merge warning: at the switch to q·q similarity (epoch 6) "
+                                                      + expected)
     assert DCSS.warnings(pd.DataFrame({"epoch": [1]})) == []
 
 

@@ -27,7 +27,7 @@ merge (spec §i.2): before phase 2's first epoch ``partnered_min``, the lowest s
 argmax p, of samples with a similar partner (p_i·p_j > ζ, j ≠ i: a cluster with few gets no pull and can be
 split or absorbed); and before the first q·q epoch ``partnered_min`` over the clusters of argmax q with
 s = q·q, and ``output_min``, the smallest MNet output's share of samples over N/K: under ``OUTPUT_WARNING``
-the q·q masks lock that merge in. The losses come as ``loss_recon``
+(or a cluster under ``PARTNERED_WARNING`` partnered) the q·q masks lock that merge in. The losses come as ``loss_recon``
 (L_r), ``loss_centering`` (L_c), ``loss_u_space`` (L_u) in phase 1 and ``loss_pairs`` (L_q) in phase 2.
 """
 from __future__ import annotations
@@ -52,7 +52,10 @@ PAIR_SCALE = 1e-3        # c of L_q (fixed in the code)
 CLIP_LOW, CLIP_HIGH = 0.01, 0.99
 OFFICIAL_SIDE = 28       # the official net is built for 28×28 inputs
 MNET_WIDTH = 128
-OUTPUT_WARNING = 0.1     # an MNet output holding under 10 % of N/K at the switch to q·q: a merge locked in
+# At the switch to q·q, an MNet output holding under 10 % of N/K, or a cluster under 10 % of whose samples have a
+# similar partner (no pull left; USPS from the MNIST autoencoder: an output at 17 % of N/K with none emptied
+# within the epoch), is a merge the q·q masks lock in.
+OUTPUT_WARNING = PARTNERED_WARNING = 0.1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -406,12 +409,17 @@ class DCSS(AutoencoderMethod):
         if "output_min" not in metrics or not metrics["output_min"].notna().any():
             return []
         switch = metrics[metrics["output_min"].notna()].iloc[-1]
-        if switch["output_min"] >= OUTPUT_WARNING:
+        reasons = []
+        if switch["output_min"] < OUTPUT_WARNING:
+            reasons.append(f"the smallest MNet output holds {switch['output_min']:.0%} of an even share N/K")
+        if switch.get("partnered_min", 1.0) < PARTNERED_WARNING:
+            reasons.append(f"in one cluster only {switch['partnered_min']:.0%} of the samples have a similar partner")
+        if not reasons:
             return []
-        return [f"Merge warning: at the switch to q·q similarity (epoch {int(switch['epoch'])}) the smallest MNet "
-                f"output holds {switch['output_min']:.0%} of an even share N/K, under {OUTPUT_WARNING:.0%}. From "
-                "here the q·q masks lock that merge in. A better-pretrained autoencoder, or a later switch "
-                "(T₂: more p·p epochs, which undo such a passing merge from a good start), avoids it."]
+        return [f"Merge warning: at the switch to q·q similarity (epoch {int(switch['epoch'])}) "
+                f"{' and '.join(reasons)} (under {OUTPUT_WARNING:.0%}). From here the q·q masks lock that merge "
+                "in. A better-pretrained autoencoder, or a later switch (T₂: more p·p epochs, which undo such a "
+                "passing merge from a good start), avoids it."]
 
     # -- model and optimisation ------------------------------------------------------------------------
     def build(self, input_shape):
