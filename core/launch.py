@@ -60,19 +60,28 @@ def start_run(config: RunConfig | dict, runs_dir: str | os.PathLike | None = Non
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     run_id = run_id or new_run_id(values["method"], str(values.get("data", "digits")), int(values.get("seed", 0)))
     store = RunStore.create(runs_dir.resolve(), run_id, values)
-    command = [sys.executable, "-m", "core", "train", "--run-dir", str(store.path), "--quiet"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(store.path / LOG_NAME, "ab") as log_file:
-        # start_new_session: the run gets its own process group, so a Ctrl-C in the terminal that
-        # runs the app, or the app's exit, does not stop it.
+    process = spawn([sys.executable, "-m", "core", "train", "--run-dir", str(store.path), "--quiet"], store.path)
+    log.info("started run %s (pid %d)", store.id, process.pid)
+    return store
+
+
+def spawn(command: list[str], folder: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start ``command`` in its own session with this checkout importable, its output appended to
+    ``folder/log.txt`` and its pid written to ``folder/launch.json``.
+
+    ``start_new_session``: the process gets its own process group, so a Ctrl-C in the terminal that
+    runs the app, or the app's exit, does not stop it.
+    """
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with open(folder / LOG_NAME, "ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=env)
     with _children_lock:
         _children[process.pid] = process
-    atomic_write_json(store.path / LAUNCH_NAME, {"pid": process.pid, "command": command,
-                                                 "launched": dt.datetime.now().isoformat(timespec="seconds")})
-    log.info("started run %s (pid %d)", store.id, process.pid)
-    return store
+    atomic_write_json(folder / LAUNCH_NAME, {"pid": process.pid, "command": command,
+                                            "launched": dt.datetime.now().isoformat(timespec="seconds")})
+    return process
 
 
 def stop_run(store: RunStore) -> bool:

@@ -85,6 +85,9 @@ class RunStore:
     def stop_requested(self) -> bool:
         return (self.path / "STOP").exists()
 
+    def clear_stop(self) -> None:
+        (self.path / "STOP").unlink(missing_ok=True)
+
     # -- metrics ----------------------------------------------------------------------------------
     def write_metrics(self, rows: list[dict]) -> None:
         atomic_write_text(self.path / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))

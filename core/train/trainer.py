@@ -29,7 +29,7 @@ from core.metrics import evaluate
 from core.models import prefer_channels_last
 from core.repro import describe_device, library_versions, resolve_device, seed_everything
 from core.runs import RunStore
-from core.train.cache import AutoencoderCache
+from core.train.cache import AutoencoderCache, pretrain_signature
 from core.train.config import RunConfig
 
 log = logging.getLogger(__name__)
@@ -293,9 +293,8 @@ class Trainer:
     @functools.cached_property
     def pretrain_key(self) -> dict:
         """What identifies this run's pretrained autoencoder in the cache (hashing the data once)."""
-        return {"data": self.dataset.fingerprint(), "shape": list(self.dataset.shape), "seed": self.config.seed,
-                "epochs": self.config.trainer.pretrain_epochs, "batch_size": self.config.trainer.batch_size,
-                **self.method.pretrain_signature()}
+        return {"data": self.dataset.fingerprint(), "shape": list(self.dataset.shape),
+                **pretrain_signature(self.config, self.n_clusters)}
 
     def _load_pretrained(self) -> bool:
         part = self.method.pretrained_part(self.model)
