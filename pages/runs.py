@@ -31,7 +31,7 @@ def curves_of(run_ids: list[str]) -> dict[str, pd.DataFrame]:
 
 def sweep_runs(sweep_id: str) -> list[str]:
     """The run ids of a sweep's trials (those started so far)."""
-    table = sweep_table(SweepStore(default_sweeps_dir() / sweep_id), common.runs_dir())
+    table = sweep_table(SweepStore(default_sweeps_dir() / sweep_id))
     return [r for r in table["run_id"] if isinstance(r, str) and r]
 
 

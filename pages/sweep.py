@@ -9,19 +9,17 @@ and its trials' run directories, so a reload or a second tab (``/sweep?id=<id>``
 from __future__ import annotations
 
 import math
-import os
 
-import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from core.config import Knob
 from core.data import DataError
 from core.methods import REGISTRY
-from core.runs import RunStore
+from core.runs import ACTIVE_STATES, RunStore
 from core.sweep import (SweepSpec, SweepStore, cell_summary, default_sweeps_dir, grid_values, list_sweeps,
                         start_sweep, stop_sweep, sweep_state, sweep_table)
+from core.sweep.store import FAILED_STATES
 from core.train import RunConfig
 from pages import charts, common, train
 
@@ -32,7 +30,6 @@ SPEC = "sweep.spec"    # the SweepSpec the widgets currently describe
 CELL_KEY = "sweep.cell"
 MAX_KNOBS = 4          # beyond two knobs the map becomes parallel coordinates; four is already 5⁴ runs
 NOT_SWEPT = ("snapshot_size",)  # changes what Explore shows, not what the run learns
-ACTIVE_SWEEP_STATES = ("queued", "running", "stopping")
 BACKENDS = {"local": "this machine", "ray": "Ray cluster"}
 
 
@@ -54,22 +51,6 @@ def sweepable_knobs(method: str) -> list[Knob]:
             and k.name not in NOT_SWEPT]
 
 
-def spaced_values(method: str, knob: Knob, low, high, n: int) -> list:
-    """``n`` values from ``low`` to ``high`` (log-spaced for a log knob, whole numbers for an int knob).
-
-    Over the knob's whole slider range these are ``core.sweep.grid_values``; a narrower range is
-    spaced the same way, floats rounded to 4 significant digits so that run settings stay readable.
-    """
-    if (low, high) == (knob.min, knob.max):
-        return grid_values(method, knob.name, n)
-    if n == 1 or low == high:
-        return [low]
-    points = np.geomspace(low, high, n) if knob.log and low > 0 else np.linspace(low, high, n)
-    if knob.type is int:
-        return sorted({int(round(v)) for v in points})
-    return [float(f"{v:.4g}") for v in points]
-
-
 def parse_seeds(text: str) -> list[int]:
     """``"0 1, 2"`` → ``[0, 1, 2]``; ``"3-5"`` → ``[3, 4, 5]``; a word that is neither is refused."""
     seeds = []
@@ -81,16 +62,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise ValueError("give at least one seed")
     return sorted(set(seeds))
-
-
-def default_workers() -> int:
-    """One trial per GPU, else half the CPU cores (each trial's torch uses more than one thread)."""
-    return torch.cuda.device_count() or max(1, (os.cpu_count() or 2) // 2)
-
-
-def grid_knobs(store: SweepStore) -> list[str]:
-    """The knobs of a sweep's grid, in the order it was given."""
-    return list(store.read_manifest()["grid"])
 
 
 def cell_runs(table: pd.DataFrame, cell: pd.Series, knobs: list[str]) -> list[str]:
@@ -119,10 +90,10 @@ def sweep_figure(cells: pd.DataFrame, knobs: list[str], metric: str, method: str
 
 
 def trial_counts(table: pd.DataFrame) -> dict[str, int]:
-    """Trials by state: finished, running, failed (failed or died), waiting (the rest)."""
+    """Trials by state: finished, running (or starting), failed (or died), waiting (the rest)."""
     states = table["state"].fillna("").astype(str)
-    finished, running = int((states == "finished").sum()), int((states == "running").sum())
-    failed = int(states.isin(["failed", "died"]).sum())
+    finished, running = int((states == "finished").sum()), int(states.isin(ACTIVE_STATES).sum())
+    failed = int(states.isin(FAILED_STATES).sum())
     return {"finished": finished, "running": running, "failed": failed,
             "waiting": len(table) - finished - running - failed}
 
@@ -167,7 +138,7 @@ def knob_grid_ui(method: str, knob: Knob) -> list:
                                     format=f"%.{max(0, -math.floor(math.log10(step)))}f", help=knob.help)
     n = common.remember(count.number_input, f"{key}.n", len(grid_values(method, knob.name)), label="n",
                         min_value=1, max_value=12, help="how many values across the range")
-    values = spaced_values(method, knob, low, high, int(n))
+    values = grid_values(method, knob.name, int(n), low, high)
     st.caption(f"{knob.symbol or knob.name}: " + ", ".join(charts.knob_value_text(v) for v in values))
     return values
 
@@ -188,8 +159,11 @@ def settings_ui(data: str) -> SweepSpec:
     grid = {name: knob_grid_ui(method, knobs[name]) for name in chosen}
     seeds = parse_seeds(common.remember(st.text_input, "sweep.seeds", "0 1", label="Seeds",
                                         help="each grid cell is trained once per seed, e.g. 0 1 2 or 0-4"))
-    workers = common.remember(st.number_input, "sweep.workers", default_workers(), label="Workers",
-                              min_value=1, max_value=64, help="trials trained at once (one per GPU on GPUs)")
+    workers = common.remember(st.number_input, "sweep.workers", None, label="Workers", min_value=1, max_value=256,
+                              placeholder="auto: one per CPU core, or per GPU",
+                              help="trials trained at once; empty: one per CPU core, or one per GPU")
+    device = common.remember(st.selectbox, "sweep.device", "auto", label="device", options=train.device_options(),
+                             help="every trial's device; auto picks a CUDA GPU, then Apple's MPS, then the CPU")
     backend = common.remember(st.segmented_control, "sweep.backend", "local", label="Run on",
                               options=list(BACKENDS), format_func=BACKENDS.get) or "local"
     address = (common.remember(st.text_input, "sweep.address", "auto", label="Ray address",
@@ -207,7 +181,8 @@ def settings_ui(data: str) -> SweepSpec:
                 if value != getattr(source, knob.name):
                     overrides[knob.name] = value
     return SweepSpec(method=method, data=data, preset=preset, overrides=overrides, grid=grid, seeds=seeds,
-                     workers=int(workers), backend=backend, address=address)
+                     workers=None if workers is None else int(workers), backend=backend, address=address,
+                     device=device)
 
 
 def sweep_ui(sweeps: pd.DataFrame) -> SweepStore | None:
@@ -243,7 +218,7 @@ def draw_progress(table: pd.DataFrame, state: str) -> None:
 def draw_cell_actions(table: pd.DataFrame, cells: pd.DataFrame, knobs: list[str], store: SweepStore,
                       chosen: int | None) -> None:
     """A select box of the cells (a click on the map picks one), what to open of the chosen one, the CSV."""
-    labels = knob_labels(store.read_manifest()["method"])
+    labels = knob_labels(store.read_manifest()["spec"]["method"])
     if chosen is not None and chosen < len(cells):
         st.session_state[CELL_KEY] = chosen
     if st.session_state.get(CELL_KEY, 0) >= len(cells):
@@ -257,7 +232,7 @@ def draw_cell_actions(table: pd.DataFrame, cells: pd.DataFrame, knobs: list[str]
         st.session_state[common.SWEEP_CELL] = {"sweep": store.id, "runs": run_ids,
                                                "label": cell_label(cells.iloc[cell], knobs, labels).split(" — ")[0]}
         st.switch_page("pages/runs.py")
-    explorable = [r for r in run_ids if RunStore(common.runs_dir() / r).snapshot_epochs()]
+    explorable = [r for r in run_ids if RunStore(store.runs_dir() / r).snapshot_epochs()]
     if explore_button.button("Explore its first seed", key="sweep.explore", disabled=not explorable,
                              width="stretch", help="its latent space on the Explore page"):
         common.restore(common.EXPLORE_RUN, explorable[0])
@@ -269,20 +244,21 @@ def draw_cell_actions(table: pd.DataFrame, cells: pd.DataFrame, knobs: list[str]
 
 def draw_sweep(store: SweepStore, metric: str) -> str:
     """The body of the live panel: progress, the map, the chosen cell's runs, the CSV; returns the state."""
-    state = sweep_state(store)
-    table = sweep_table(store, common.runs_dir())
-    knobs = grid_knobs(store)
     manifest = store.read_manifest()
+    spec, state, table = manifest["spec"], sweep_state(store, manifest), sweep_table(store)
+    knobs = list(spec["grid"])
     header, badge = st.columns([5, 1], vertical_alignment="center")
-    header.markdown(f"**{REGISTRY[manifest['method']].title}** on **{common.data_label(str(manifest['data']))}** · "
-                    f"{' × '.join(knobs)} × {len(manifest['seeds'])} seed(s) · `{store.id}`")
+    header.markdown(f"**{REGISTRY[spec['method']].title}** on **{common.data_label(str(spec['data']))}** · "
+                    f"{' × '.join(knobs)} × {len(spec['seeds'])} seed(s) · `{store.id}`")
     with badge:
         common.state_badge(state)
     draw_progress(table, state)
     cells = cell_summary(table, knobs, metric)
-    event = st.plotly_chart(sweep_figure(cells, knobs, metric, manifest["method"]), key="sweep.map",
+    event = st.plotly_chart(sweep_figure(cells, knobs, metric, spec["method"]), key="sweep.map",
                             on_select="rerun", selection_mode="points")
-    failed = table[table["state"].isin(["failed", "died"])]
+    if state == "failed":
+        st.error(f"The sweep's scheduler failed: {manifest.get('reason') or 'no reason recorded'}.")
+    failed = table[table["state"].isin(FAILED_STATES)]
     if len(failed):
         with st.expander(f"{len(failed)} failed trial(s): the others go on"):
             st.dataframe(failed[[*knobs, "seed", "run_id", "reason"]], hide_index=True)
@@ -296,7 +272,7 @@ def live_panel(store: SweepStore, metric: str, active: bool) -> None:
     @st.fragment(run_every=LIVE_INTERVAL_S if active else None)
     def panel():
         state = draw_sweep(store, metric)
-        if active and state not in ACTIVE_SWEEP_STATES:
+        if active and state not in ACTIVE_STATES:
             st.rerun()
 
     panel()
@@ -314,7 +290,7 @@ def render() -> None:
     settings, view = st.columns([1, 2.6], gap="large")
     with view:
         store = sweep_ui(list_sweeps(default_sweeps_dir()))
-        active = store is not None and sweep_state(store) in ACTIVE_SWEEP_STATES
+        active = store is not None and sweep_state(store) in ACTIVE_STATES
     with settings:
         st.markdown(f"Data: **{common.data_label(data)}**")
         actions = st.container()
