@@ -160,8 +160,8 @@ def settings_ui(data: str) -> SweepSpec:
     seeds = parse_seeds(common.remember(st.text_input, "sweep.seeds", "0 1", label="Seeds",
                                         help="each grid cell is trained once per seed, e.g. 0 1 2 or 0-4"))
     workers = common.remember(st.number_input, "sweep.workers", None, label="Workers", min_value=1, max_value=256,
-                              placeholder="auto: one per CPU core, or per GPU",
-                              help="trials trained at once; empty: one per CPU core, or one per GPU")
+                              placeholder="auto: one per GPU, or per two CPU cores",
+                              help="trials trained at once; empty: one per GPU, or one per two CPU cores")
     device = common.remember(st.selectbox, "sweep.device", "auto", label="device", options=train.device_options(),
                              help="every trial's device; auto picks a CUDA GPU, then Apple's MPS, then the CPU")
     backend = common.remember(st.segmented_control, "sweep.backend", "local", label="Run on",
@@ -191,7 +191,7 @@ def sweep_ui(sweeps: pd.DataFrame) -> SweepStore | None:
     wanted = st.session_state.get(SWEEP_ID) or st.query_params.get(SWEEP_QUERY)
     if not ids:
         return None
-    labels = {row.id: f"{row.id} · {row.state} · {row.done}/{row.n_trials} done" for row in sweeps.itertuples()}
+    labels = {row.id: f"{row.id} · {row.knobs} · {row.n_trials} trials" for row in sweeps.itertuples()}  # no state: drawn once
     shown = common.remember(st.selectbox, "sweep.shown", wanted if wanted in ids else ids[0], label="Sweep",
                             options=ids, format_func=labels.get)
     st.session_state[SWEEP_ID] = shown
