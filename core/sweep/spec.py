@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from core.config import Knob
+from core.config import ConfigError, Knob
 from core.methods import get_method
 from core.train.config import RunConfig, TrainerConfig
 
@@ -125,8 +125,8 @@ def parse_grid(text: str) -> tuple[str, list[str]]:
 def checked_spec(spec: SweepSpec) -> SweepSpec:
     """The spec with grid values in their knobs' types, after building every trial's configuration.
 
-    Raises ``ValueError`` (a ``ConfigError`` for a value a knob refuses) naming the knob and the value,
-    so a sweep with one bad value never starts.
+    Raises ``ValueError`` (``ConfigError`` for a value a knob refuses: out of its limits, NaN, not one of
+    its choices, of the wrong type) naming the knob and the value, so a sweep with one bad value never starts.
     """
     if spec.backend not in BACKENDS:
         raise ValueError(f"unknown backend {spec.backend!r}; choose from {', '.join(BACKENDS)}")
@@ -157,7 +157,12 @@ def _typed(method: str, name: str, value):
     """A grid value in its knob's type, through the same config that will refuse or accept it."""
     knob = find_knob(method, name)
     owner = TrainerConfig if name in TrainerConfig().field_names() else get_method(method).Config
-    return getattr(owner.from_dict({name: value}), knob.name)
+    try:
+        return getattr(owner.from_dict({name: value}), knob.name)
+    except ConfigError as err:
+        if name in str(err):
+            raise
+        raise ConfigError(f"{name}: {err}") from None  # "not a number: 'abc'" names no knob
 
 
 def trial_config(spec: SweepSpec, trial: Trial, sweep_id: str | None = None) -> RunConfig:

@@ -129,7 +129,9 @@ def sweep_table(store: SweepStore, runs_dir: str | os.PathLike | None = None) ->
             reason = "the training process ended without a final state"
         rows.append({**{k: trial["settings"].get(k) for k in knobs}, "seed": trial["seed"], "run_id": run_id,
                      "state": state, **{m: scores.get(m, math.nan) for m in METRICS}, "reason": reason})
-    return pd.DataFrame(rows, columns=[*knobs, "seed", "run_id", "state", *METRICS, "reason"])
+    table = pd.DataFrame(rows, columns=[*knobs, "seed", "run_id", "state", *METRICS, "reason"])
+    table["run_id"] = pd.Series([row["run_id"] for row in rows], dtype=object)  # None, not NaN, before a run exists
+    return table
 
 
 def _last_scores(run: RunStore) -> dict:

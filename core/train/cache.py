@@ -28,6 +28,10 @@ class AutoencoderCache:
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         return self.folder / f"{digest}.pt"
 
+    def lock_path(self, key: dict) -> Path:
+        """The file whose lock a process holds while it pretrains the entry ``key``."""
+        return self.path(key).with_suffix(".lock")
+
     def load(self, key: dict, device: torch.device) -> dict | None:
         path = self.path(key)
         if not path.exists():

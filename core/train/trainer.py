@@ -9,6 +9,7 @@ Nothing in this file knows a particular method.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -29,6 +30,7 @@ from core.metrics import evaluate
 from core.models import prefer_channels_last
 from core.repro import describe_device, library_versions, resolve_device, seed_everything
 from core.runs import RunStore
+from core.storage import LockHeld, file_lock
 from core.train.cache import AutoencoderCache, pretrain_signature
 from core.train.config import RunConfig
 
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Callback = Callable[[dict], "bool | None"]
 STATUS_INTERVAL_S = 2.0
+LOCK_POLL_S = 0.5
 
 
 class StopTraining(Exception):
@@ -76,6 +79,7 @@ class Trainer:
         self.stop_event = stop_event or threading.Event()
         self.cache = cache or AutoencoderCache()
         self.device = resolve_device(config.device)
+        config.check_samples(len(dataset), dataset.n_classes)
         self.n_clusters = config.n_clusters or dataset.n_classes or 10
         method_cls: type[Method] = get_method(config.method)
         self.method = method_cls(config.params, self.n_clusters, config.seed)
@@ -141,10 +145,17 @@ class Trainer:
         n_epochs = self._phase_epochs(phase)
         if n_epochs == 0:
             return True
-        if phase == "pretrain" and position.phase_epoch == 0 and self._load_pretrained():
-            position.epoch += n_epochs
-            self._record(position, phase, {"cached": 1.0}, epoch_time=0.0)
-            return True
+        if phase == "pretrain" and self.method.pretrained_part(self.model) is not None:
+            # One process at a time pretrains a cache entry; one that waited finds it in the cache.
+            with self._cache_entry_lock(position):
+                if position.phase_epoch == 0 and self._load_pretrained():
+                    position.epoch += n_epochs
+                    self._record(position, phase, {"cached": 1.0}, epoch_time=0.0)
+                    return True
+                return self._train_epochs(phase, position, optimizer, generator, n_epochs)
+        return self._train_epochs(phase, position, optimizer, generator, n_epochs)
+
+    def _train_epochs(self, phase: str, position: _Position, optimizer, generator, n_epochs: int) -> bool:
         step_fn = self.method.pretrain_step if phase == "pretrain" else (
             lambda model, batch: self.method.training_step(model, batch, phase))
         n = len(self.x)
@@ -306,6 +317,23 @@ class Trainer:
         part.load_state_dict(state)
         log.info("pretrained autoencoder loaded from the cache")
         return True
+
+    @contextlib.contextmanager
+    def _cache_entry_lock(self, position: _Position):
+        """Hold this run's cache entry lock, waiting (and still obeying a stop) while another process holds it."""
+        path = self.cache.lock_path(self.pretrain_key)
+        waiting = False
+        while True:
+            try:
+                with file_lock(path, blocking=False):
+                    yield
+                return
+            except LockHeld as held:
+                if not waiting:
+                    log.info("waiting for process %s, which pretrains the same autoencoder", held.pid)
+                    waiting = True
+                self._check_stop(position, 0, 1, "pretrain")
+                time.sleep(LOCK_POLL_S)
 
     def _save_pretrained(self) -> None:
         part = self.method.pretrained_part(self.model)
