@@ -18,7 +18,7 @@ from core.data import DataError
 from core.methods import REGISTRY
 from core.runs import ACTIVE_STATES, RunStore
 from core.sweep import (SweepSpec, SweepStore, cell_summary, default_sweeps_dir, grid_values, list_sweeps,
-                        start_sweep, stop_sweep, sweep_state, sweep_table)
+                        resume_sweep, start_sweep, stop_sweep, sweep_state, sweep_table)
 from core.sweep.store import FAILED_STATES
 from core.train import RunConfig
 from pages import charts, common, train
@@ -31,6 +31,7 @@ CELL_KEY = "sweep.cell"
 MAX_KNOBS = 4          # beyond two knobs the map becomes parallel coordinates; four is already 5⁴ runs
 NOT_SWEPT = ("snapshot_size",)  # changes what Explore shows, not what the run learns
 BACKENDS = {"local": "this machine", "ray": "Ray cluster"}
+RESUMABLE = ("stopped", "died", "failed")  # sweep states a new scheduler can go on from
 
 
 # -- compute --------------------------------------------------------------------------------------
@@ -73,7 +74,7 @@ def cell_runs(table: pd.DataFrame, cell: pd.Series, knobs: list[str]) -> list[st
 
 
 def cell_label(cell: pd.Series, knobs: list[str], labels: dict[str, str]) -> str:
-    """``α = 0.5 · γ = 0.05 — 0.812 ± 0.013 (2)``."""
+    """``α — alpha = 0.5 · γ — gamma = 0.05 — 0.812 ± 0.013 (2)``, for the list of cells."""
     where = " · ".join(f"{labels.get(k, k)} = {charts.knob_value_text(cell[k])}" for k in knobs)
     return f"{where} — {charts.sweep_cell_text(cell).replace('<br>', ', ')}"
 
@@ -290,7 +291,8 @@ def render() -> None:
     settings, view = st.columns([1, 2.6], gap="large")
     with view:
         store = sweep_ui(list_sweeps(default_sweeps_dir()))
-        active = store is not None and sweep_state(store) in ACTIVE_STATES
+        state = sweep_state(store) if store is not None else None
+        active = state in ACTIVE_STATES
     with settings:
         st.markdown(f"Data: **{common.data_label(data)}**")
         actions = st.container()
@@ -300,7 +302,7 @@ def render() -> None:
             st.error(f"These settings cannot be used: {err}")
             return
         st.session_state[SPEC] = spec
-        start_col, stop_col = actions.columns(2)
+        start_col, stop_col, resume_col = actions.columns(3)
         if start_col.button("Start", type="primary", key="sweep.start", width="stretch", disabled=active,
                             help="the shown sweep is running: stop it first" if active else
                                  "each trial is an ordinary run; a scheduler process starts them"):
@@ -313,9 +315,13 @@ def render() -> None:
                 st.query_params[SWEEP_QUERY] = new.id
                 st.rerun()
         if stop_col.button("Stop", disabled=not active, key="sweep.stop", width="stretch",
-                           help="every running trial ends after its batch, with a checkpoint; resume from the "
-                                "command line with python -m core sweep --resume <id>"):
+                           help="every running trial ends after its batch, with a checkpoint"):
             stop_sweep(store)
+            st.rerun()
+        if resume_col.button("Resume", disabled=state not in RESUMABLE, key="sweep.resume", width="stretch",
+                             help="go on with the shown sweep: finished trials are kept, stopped ones continue "
+                                  "from their checkpoint"):
+            resume_sweep(store)
             st.rerun()
     with view:
         if store is None:

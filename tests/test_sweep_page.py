@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from core.runs import RunStore
-from core.sweep import SweepSpec, SweepStore, cell_summary, create_sweep, grid_values, sweep_state
+from core.sweep import SweepSpec, SweepStore, cell_summary, control, create_sweep, grid_values, sweep_state
 from pages import charts
 from pages import sweep as sweep_page
 from conftest import write_synthetic_run
@@ -106,6 +106,22 @@ def test_sweep_page_draws_the_heat_map_of_a_sweep_in_progress(app, written_sweep
     progress = at.get("progress")[0].proto.text
     assert "5 of 8 trials finished" in progress and "1 running" in progress and "1 failed" in progress
     assert at.download_button(key="sweep.csv").label == "Table CSV"
+
+
+def test_stop_then_resume_the_shown_sweep(app, written_sweep, monkeypatch):
+    launched = []
+    monkeypatch.setattr(control, "launch_scheduler", lambda store: launched.append(store.id))  # no training here
+    app.query_params[sweep_page.SWEEP_QUERY] = written_sweep.id
+    at = open_page(app, "sweep")
+    assert at.button(key="sweep.resume").disabled and not at.button(key="sweep.stop").disabled
+    at.button(key="sweep.stop").click().run()
+    (running,) = [t["run_id"] for t in written_sweep.read_manifest()["trials"]
+                  if RunStore(written_sweep.runs_dir() / str(t["run_id"])).read_status().get("state") == "running"]
+    assert written_sweep.stop_requested() and RunStore(written_sweep.runs_dir() / running).stop_requested()
+    written_sweep.update_manifest(state="stopped")  # what its scheduler writes once the trials have stopped
+    at.run()
+    at.button(key="sweep.resume").click().run()
+    assert launched == [written_sweep.id] and not written_sweep.stop_requested()
 
 
 def test_a_cell_opens_its_runs_on_the_runs_page(app, written_sweep):

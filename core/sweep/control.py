@@ -56,3 +56,13 @@ def stop_sweep(store: SweepStore) -> bool:
     for run_id in table.loc[table["state"].isin(ACTIVE_STATES), "run_id"]:
         RunStore(store.runs_dir() / run_id).request_stop()
     return True
+
+
+def resume_sweep(store: SweepStore) -> bool:
+    """Continue a stopped sweep (or one whose scheduler died) in a new scheduler process: finished and
+    failed trials are skipped, stopped ones go on from their checkpoint. Returns whether it was resumable."""
+    if sweep_state(store) in ACTIVE_STATES or sweep_state(store) == "finished":
+        return False
+    store.clear_stop()
+    launch_scheduler(store)
+    return True
