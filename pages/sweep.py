@@ -302,7 +302,7 @@ def render() -> None:
             st.error(f"These settings cannot be used: {err}")
             return
         st.session_state[SPEC] = spec
-        start_col, stop_col, resume_col = actions.columns(3)
+        start_col, stop_col = actions.columns(2)
         if start_col.button("Start", type="primary", key="sweep.start", width="stretch", disabled=active,
                             help="the shown sweep is running: stop it first" if active else
                                  "each trial is an ordinary run; a scheduler process starts them"):
@@ -314,14 +314,15 @@ def render() -> None:
                 st.session_state[SWEEP_ID] = new.id
                 st.query_params[SWEEP_QUERY] = new.id
                 st.rerun()
-        if stop_col.button("Stop", disabled=not active, key="sweep.stop", width="stretch",
-                           help="every running trial ends after its batch, with a checkpoint"):
+        if state in RESUMABLE:  # in Stop's place: a sweep is either going on or can be resumed
+            if stop_col.button("Resume", key="sweep.resume", width="stretch",
+                               help="go on with the shown sweep: finished trials are kept, stopped ones continue "
+                                    "from their checkpoint"):
+                resume_sweep(store)
+                st.rerun()
+        elif stop_col.button("Stop", disabled=not active, key="sweep.stop", width="stretch",
+                             help="every running trial ends after its batch, with a checkpoint"):
             stop_sweep(store)
-            st.rerun()
-        if resume_col.button("Resume", disabled=state not in RESUMABLE, key="sweep.resume", width="stretch",
-                             help="go on with the shown sweep: finished trials are kept, stopped ones continue "
-                                  "from their checkpoint"):
-            resume_sweep(store)
             st.rerun()
     with view:
         if store is None:

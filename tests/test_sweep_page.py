@@ -113,13 +113,14 @@ def test_stop_then_resume_the_shown_sweep(app, written_sweep, monkeypatch):
     monkeypatch.setattr(control, "launch_scheduler", lambda store: launched.append(store.id))  # no training here
     app.query_params[sweep_page.SWEEP_QUERY] = written_sweep.id
     at = open_page(app, "sweep")
-    assert at.button(key="sweep.resume").disabled and not at.button(key="sweep.stop").disabled
+    assert "sweep.resume" not in [b.key for b in at.button] and not at.button(key="sweep.stop").disabled
     at.button(key="sweep.stop").click().run()
     (running,) = [t["run_id"] for t in written_sweep.read_manifest()["trials"]
                   if RunStore(written_sweep.runs_dir() / str(t["run_id"])).read_status().get("state") == "running"]
     assert written_sweep.stop_requested() and RunStore(written_sweep.runs_dir() / running).stop_requested()
     written_sweep.update_manifest(state="stopped")  # what its scheduler writes once the trials have stopped
     at.run()
+    assert "sweep.stop" not in [b.key for b in at.button]  # Resume in its place
     at.button(key="sweep.resume").click().run()
     assert launched == [written_sweep.id] and not written_sweep.stop_requested()
 
