@@ -352,13 +352,6 @@ def knob_value_text(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
 
 
-def _reasons_text(reasons) -> str:
-    """A cell's failure reasons (a list, or text already) as one line each."""
-    if reasons is None or (isinstance(reasons, float) and reasons != reasons):
-        return ""
-    return "<br>".join(str(r) for r in reasons if r) if isinstance(reasons, (list, tuple, np.ndarray)) else str(reasons)
-
-
 def sweep_cell_text(cell) -> str:
     """What a cell of the map says: ``0.812 ± 0.013 (3)`` over its finished seeds, then what is still to
     come or failed; ``pending`` or ``failed`` while it has no finished trial."""
@@ -382,14 +375,14 @@ def _cell_hover(cell, knobs: list[str], labels: dict[str, str], metric: str) -> 
         lines.append(f"{metric} {cell['mean']:.3f}{spread} over {int(cell['n'])} seed{'s' * (int(cell['n']) > 1)}")
     if int(cell["n_pending"]):
         lines.append(f"{int(cell['n_pending'])} trial(s) pending")
-    reasons = _reasons_text(cell.get("reasons"))
+    reasons = cell.get("reasons") or ""
     if int(cell["n_failed"]):
         lines.append(f"{int(cell['n_failed'])} failed" + (f": {reasons}" if reasons else ""))
     return "<br>".join(lines)
 
 
 def _sorted_values(cells: pd.DataFrame, knob: str) -> list:
-    return sorted(cells[knob].unique(), key=lambda v: (isinstance(v, str), v))
+    return sorted(cells[knob].unique())
 
 
 def sweep_heatmap(cells: pd.DataFrame, x: str, y: str, metric: str, labels: dict[str, str] | None = None) -> go.Figure:
@@ -444,7 +437,7 @@ def sweep_line(cells: pd.DataFrame, knob: str, metric: str, labels: dict[str, st
     """One knob: the mean score per value with ± sd error bars; values still pending or all failed are
     marked at the foot of the chart. ``customdata``: each point's row in ``cells``."""
     labels = labels or {}
-    order = sorted(range(len(cells)), key=lambda i: (isinstance(cells.iloc[i][knob], str), cells.iloc[i][knob]))
+    order = sorted(range(len(cells)), key=lambda i: cells.iloc[i][knob])
     scored = [i for i in order if int(cells.iloc[i]["n"])]
     rows = cells.iloc[scored]
     traces = [dict(type="scatter", x=rows[knob].tolist(), y=rows["mean"].astype(float).tolist(), name=metric,

@@ -68,6 +68,10 @@ def test_sweep_idec_heat_map_fills_reload_and_open_a_cell(page, app_url):
     seeds = page.get_by_role("textbox", name="Seeds")
     seeds.fill("0")
     seeds.press("Enter")
+    workers = page.get_by_test_id("stNumberInput").filter(has=page.get_by_text("Workers", exact=True))
+    workers.get_by_role("spinbutton").fill("2")
+    workers.get_by_role("spinbutton").press("Enter")
+    page.wait_for_timeout(700)
     # Short trials: 5 epochs of pretraining (once, shared by the four), 1 of clustering
     page.get_by_text("Fixed settings (every trial)").click()
     set_slider(page, "epochs", "Home")
@@ -81,6 +85,7 @@ def test_sweep_idec_heat_map_fills_reload_and_open_a_cell(page, app_url):
     spec = store.read_manifest()["spec"]
     assert spec["grid"] == {"alpha": [0.5, 2.0], "gamma": [0.01, 1.0]} and spec["seeds"] == [0]
     assert spec["overrides"] == {"pretrain_epochs": 5, "epochs": 1} and spec["preset"] == "fast"
+    assert spec["workers"] == 2
     first = wait_for_map(page, 0, timeout_s=30)
     assert len(first["text"]) == 4
     filled = wait_for_map(page, 4, timeout_s=400)  # generous: CI machines vary

@@ -158,6 +158,7 @@ def test_start_launches_a_real_sweep_and_its_line_fills(app):
     at.slider(key="sweep.kmeans.restarts.range").set_range(1, 2).run()
     at.number_input(key="sweep.kmeans.restarts.n").set_value(2).run()
     at.text_input(key="sweep.seeds").input("0").run()
+    at.number_input(key="sweep.workers").set_value(2).run()  # both trials at once
     at.button(key="sweep.start").click().run()
     assert not at.exception, [e.message for e in at.exception]
     store = SweepStore(sweep_page.default_sweeps_dir() / at.session_state[sweep_page.SWEEP_ID])
