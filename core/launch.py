@@ -16,9 +16,11 @@ import datetime as dt
 import logging
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,10 +127,18 @@ def run_pid(store: RunStore, status: dict | None = None) -> int | None:
 def run_state(store: RunStore, status: dict | None = None) -> str:
     """The status' state, or ``died`` when it claims to be active but its process is gone."""
     status = store.read_status() if status is None else status
-    state = status.get("state", "unknown")
-    if state in ACTIVE_STATES:
-        pid = run_pid(store, status)
-        if pid is not None and not is_alive(pid):
+    return state_with_process(status.get("state", "unknown"), lambda: run_pid(store, status), status.get("host"))
+
+
+def state_with_process(state: str, pid: Callable[[], int | None], host: str | None = None) -> str:
+    """``state``, or ``died`` when it claims to be active (queued, running) but process ``pid()`` is gone.
+
+    A process on another machine (``host``: a Ray node writing to shared storage) cannot be checked
+    from here; its state is taken as written.
+    """
+    if state in ACTIVE_STATES and host in (None, socket.gethostname()):
+        process = pid()
+        if process is not None and not is_alive(process):
             return "died"
     return state
 

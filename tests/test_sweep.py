@@ -158,9 +158,9 @@ def test_a_2x2_sweep_pretrains_once_per_seed(tmp_path):
 
 
 def test_two_processes_racing_for_one_cache_entry_pretrain_it_once(tmp_path):
+    sets = [arg for name, value in {**TINY_IDEC, "pretrain_epochs": 3}.items() for arg in ("--set", f"{name}={value}")]
     command = [sys.executable, "-m", "core", "train", "--method", "idec", "--data", "digits", "--quiet",
-               "--runs-dir", str(tmp_path / "runs"),
-               *[arg for name, value in {**TINY_IDEC, "pretrain_epochs": 3}.items() for arg in ("--set", f"{name}={value}")]]
+               "--runs-dir", str(tmp_path / "runs"), *sets]
     racers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
               for _ in range(2)]
     logs = [racer.communicate(timeout=600)[1] for racer in racers]

@@ -16,14 +16,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import secrets
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.launch import LAUNCH_NAME, is_alive, run_state
-from core.runs import ACTIVE_STATES, RunStore, default_runs_dir
+from core.launch import LAUNCH_NAME, run_state, state_with_process
+from core.runs import ACTIVE_STATES, RunStore, default_runs_dir, stamped_id
 from core.storage import atomic_write_json, read_json
 
 MANIFEST_NAME = "sweep.json"
@@ -36,9 +35,7 @@ def default_sweeps_dir() -> Path:
 
 
 def new_sweep_id(method: str, data: str) -> str:
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    data = Path(data).stem if data.endswith(".npz") else data
-    return f"{stamp}-{method}-{data}-sweep-{secrets.token_hex(2)}"
+    return stamped_id(method, data, "sweep")
 
 
 class SweepStore:
@@ -94,12 +91,7 @@ class SweepStore:
 def sweep_state(store: SweepStore, manifest: dict | None = None) -> str:
     """The manifest's state, or ``died`` when it claims to be active but its scheduler is gone."""
     manifest = store.read_manifest() if manifest is None else manifest
-    state = manifest.get("state", "unknown")
-    if state in ACTIVE_STATES:
-        pid = store.pid(manifest)
-        if pid is not None and not is_alive(pid):
-            return "died"
-    return state
+    return state_with_process(manifest.get("state", "unknown"), lambda: store.pid(manifest))
 
 
 def trial_state(runs_dir: Path, run_id: str | None) -> tuple[str, dict]:
@@ -158,7 +150,8 @@ def cell_summary(table: pd.DataFrame, knobs: list[str], metric: str) -> pd.DataF
         reasons = list(dict.fromkeys(str(r) for r in failed["reason"] if r))
         rows.append({**dict(zip(knobs, values)), "mean": finished.mean() if len(finished) else math.nan,
                      "sd": finished.std(ddof=1) if len(finished) > 1 else math.nan, "n": len(finished),
-                     "n_failed": len(failed), "n_pending": int((~cell["state"].isin(("finished", *FAILED_STATES))).sum()),
+                     "n_failed": len(failed),
+                     "n_pending": int((~cell["state"].isin(("finished", *FAILED_STATES))).sum()),
                      "reasons": "; ".join(reasons)})
     return pd.DataFrame(rows, columns=columns)
 

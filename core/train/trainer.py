@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -104,7 +105,8 @@ class Trainer:
             position, optimizer = self._restore(checkpoint, generator)
         else:
             self._start_fresh()
-        self.store.write_status("running", pid=os.getpid(), started=self.store.read_status().get("started") or _now(),
+        self.store.write_status("running", pid=os.getpid(), host=socket.gethostname(),
+                                started=self.store.read_status().get("started") or _now(),
                                 total_epochs=self._total_epochs(), reason="")
         self._t0 = time.perf_counter() - position.elapsed
         try:
