@@ -374,6 +374,16 @@ def _views(store: RunStore, frames: list[Frame], asked: int | None = None) -> li
     return views
 
 
+def centroid_trails(frames: list[Frame], upto: int) -> np.ndarray | None:
+    """Each centroid's path through the frames up to epoch ``upto``: (K, F, 2) over the F frames (in epoch
+    order) that have centroids, the last row of each path being its position at the newest of them; None
+    when none has (pretraining)."""
+    placed = sorted((f for f in frames if f.epoch <= upto and f.centroids is not None), key=lambda f: f.epoch)
+    if not placed:
+        return None
+    return np.stack([f.centroids for f in placed], axis=1)  # (K, F, 2)
+
+
 def colour_slots(true_labels: np.ndarray | None, clusters: np.ndarray | None, n_clusters: int) -> np.ndarray:
     """For each cluster, the colour slot of its Hungarian-matched class (unmatched clusters after them).
 

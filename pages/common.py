@@ -24,6 +24,8 @@ DATA = "data"                  # built-in name or path of the uploaded npz chose
 ACTIVE_RUN = "active_run"      # id of the run the Train page and the sidebar follow
 EXPLORE_RUN = "explore.run"    # id of the run shown on Explore
 TRAIN_CONFIG = "train.config"  # the RunConfig dict the Train page's widgets currently describe
+FOLLOW = "explore.follow"      # Explore shows the followed run's newest epoch as it arrives (class demo)
+TRAILS = "explore.trails"      # Explore draws each centroid's path over the epochs
 RUN_QUERY = "run"              # ?run=<id> in the URL: a reload re-attaches to the same run
 
 DEFAULT_DATA = "digits"

@@ -61,6 +61,20 @@ def colour_ui(has_clusters: bool, has_labels: bool) -> str:
     return colour_by if colour_by in options else options[0]
 
 
+def view_options_ui(active: bool) -> tuple[bool, bool]:
+    """(draw centroid trails, follow the newest epoch); following is offered while the run trains."""
+    left, right = st.columns(2)
+    with left:
+        trails = common.remember(st.checkbox, common.TRAILS, False, label="Centroid trails",
+                                 help="each centroid's path over the epochs so far, a faint line in its "
+                                      "cluster's colour; the × is where it is now")
+    with right:
+        follow = common.remember(st.toggle, common.FOLLOW, False, label="Follow training", disabled=not active,
+                                 help="show each new epoch as soon as its frame is ready (the class demo turns "
+                                      "this on)")
+    return trails, follow and active
+
+
 # -- compute --------------------------------------------------------------------------------------
 def request_frames(store: RunStore, kind: str) -> None:
     """PCA now, in this thread (milliseconds); t-SNE and UMAP by the background projector."""
@@ -166,7 +180,8 @@ def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None)
         if not scheduled:
             st.info("This run has no snapshot yet; the first appears after its first epoch.")
             return
-        if st.session_state.get(EPOCH_KEY) not in scheduled:
+        trails, follow = view_options_ui(run_state(store) in ACTIVE_STATES)
+        if st.session_state.get(EPOCH_KEY) not in scheduled or (follow and ready):
             st.session_state[EPOCH_KEY] = ready[-1] if ready else scheduled[-1]
         phases = phase_of_epochs(store)
         epoch = st.select_slider("Epoch", options=scheduled, key=EPOCH_KEY,
@@ -184,7 +199,8 @@ def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None)
         ranges = charts.frame_ranges([v.frame.xy for v in animation] +
                                      [v.frame.centroids for v in animation if v.frame.centroids is not None])
         figure = charts.scatter_figure(view, colour_by, final_slots(store, n_clusters), class_names, ranges,
-                                       revision=f"{store.id}-{kind}", animation=animation, phases=phases)
+                                       revision=f"{store.id}-{kind}", animation=animation, phases=phases,
+                                       trails=trails)
         left, right = st.columns([3, 2], gap="medium")
         with left:
             event = st.plotly_chart(figure, key="explore.scatter", on_select="rerun",
@@ -235,11 +251,41 @@ def _draw_epoch_scores(store: RunStore, epoch: int) -> None:
         column.metric(f"{name} (epoch {epoch})", "—" if value != value else f"{value:.3f}")
 
 
+def follow_training_run(run_ids: list[str]) -> str | None:
+    """While following, show the run Train follows: choose it here once it has a snapshot. Returns its id
+    while it trains without one yet (the page waits for it), else None."""
+    run_id = st.session_state.get(common.ACTIVE_RUN)
+    if not run_id or not common.shown_value(common.FOLLOW, False):
+        return None
+    if run_id in run_ids:
+        if common.shown_value(common.EXPLORE_RUN, None) != run_id:
+            common.restore(common.EXPLORE_RUN, run_id)
+        return None
+    store = RunStore(common.runs_dir() / run_id)
+    return run_id if store.path.is_dir() and run_state(store) in ACTIVE_STATES else None
+
+
+def wait_for_first_snapshot(store: RunStore) -> None:
+    """Poll until the run has its first snapshot, then draw the page again."""
+
+    @st.fragment(run_every=POLL_INTERVAL_S)
+    def waiting():
+        st.info(f"Following `{store.id}`: its first epoch is on its way…")
+        if store.snapshot_epochs():
+            st.rerun()
+
+    waiting()
+
+
 def render() -> None:
     """The page: run, projection and colour on top; the epoch's picture and details below."""
     st.title("Explore")
     runs = list_runs(common.runs_dir())
     runs = runs[[bool(RunStore(common.runs_dir() / r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
+    waiting = follow_training_run(list(runs["id"]) if len(runs) else [])
+    if waiting:
+        wait_for_first_snapshot(RunStore(common.runs_dir() / waiting))
+        return
     if runs.empty:
         st.info("No run with latent snapshots yet. Start one on the **Train** page; its first snapshot appears "
                 "after one epoch.")

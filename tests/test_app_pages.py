@@ -232,7 +232,6 @@ def test_collapse_warning_by_hand(sizes, expected):
 
 def test_train_page_draws_the_decs_loss_curves_and_they_follow_the_knobs(app):
     at = open_page(app, "train")
-    assert "train.loss_curves" not in plotly_figures(at)  # IDEC has no such curves
     at.selectbox(key="train.method").set_value("decs").run()
 
     def sq_at_fq1_zero_with_fq2_one():

@@ -59,6 +59,13 @@ class Method:
     published: ClassVar[dict[str, tuple[float, float, str]]] = {}  # data set → (ACC, NMI, source)
     # The scalars the method adds to its per-epoch events, as the app plots them: panel title → columns.
     diagnostics: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Teaching ("How it works" on the Train page): the objective as the spec writes it (LaTeX), each of its
+    # symbols (LaTeX) → the config field whose slider sets it, three to five sentences on the idea and on
+    # what the live panels show, and what the ``fast`` preset shows on digits (from bench/teaching.py).
+    objective: ClassVar[str] = ""
+    symbols: ClassVar[dict[str, str]] = {}
+    explanation: ClassVar[str] = ""
+    demo: ClassVar[str] = ""
 
     def __init__(self, config: Config, n_clusters: int, seed: int = 0):
         self.config = config
