@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = commands.add_parser("runs", help="list runs")
     runs.add_argument("--runs-dir", type=Path, default=None)
-    commands.add_parser("methods", help="list methods and their knobs")
+    methods = commands.add_parser("methods", help="list methods and their knobs")
+    methods.add_argument("--explain", action="store_true",
+                         help="also each method's objective (LaTeX), the knob behind each symbol, how it works and "
+                              "what its fast demo shows")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(list_runs(args.runs_dir).to_string(index=False))
         return 0
     if args.command == "methods":
-        print(describe_methods())
+        print(describe_methods(args.explain))
         return 0
     return _train(args, parser)
 
@@ -127,10 +131,15 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def describe_methods() -> str:
+def describe_methods(explain: bool = False) -> str:
     lines = []
     for name, method in REGISTRY.items():
         lines.append(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})")
+        if explain:
+            lines.append(f"  objective: {method.objective}")
+            lines.append("  symbols: " + ", ".join(f"{symbol} → {knob}" for symbol, knob in method.symbols.items()))
+            lines += [f"  {line}" for line in textwrap.wrap(method.explanation, 110)]
+            lines += [f"  {line}" for line in textwrap.wrap(method.demo, 110)]
         for knob in method.Config.knobs():
             span = f"[{knob.min} … {knob.max}]" if knob.choices is None else "{" + ", ".join(map(str, knob.choices)) + "}"
             lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<20} {knob.help}")

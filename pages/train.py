@@ -349,13 +349,12 @@ def render() -> None:
 
 
 def symbol_lines(method_cls, params) -> list[str]:
-    """"$\\alpha$ → **α — alpha** = 1": one line per symbol of the objective and the slider setting it."""
-    knobs = {knob.name: knob for knob in method_cls.Config.knobs()}
+    """"$\\alpha$ → slider **alpha** = 1": one entry per symbol of the objective and the slider setting it."""
     lines = []
     for symbol, name in method_cls.symbols.items():
         value = getattr(params, name)
         shown = f"{value:g}" if isinstance(value, float) else str(value)
-        lines.append(f"${symbol}$ → **{knob_label(knobs[name])}** = {shown}")
+        lines.append(f"${symbol}$ → slider **{name}** = {shown}")
     return lines
 
 

@@ -214,6 +214,11 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     scatter = wait_for_scatter(page, lambda traces: traces.get("centroids", 0) > 0, timeout_s=30)
     assert scatter["traces"]["centroids"] == 10 and scatter["traces"]["samples"] == 1797, (tsne, scatter)
     screenshot(page, "explore")
+    # Centroid trails: one line per centroid through the epochs so far (the init and a cluster epoch at least)
+    page.get_by_text("Centroid trails").click()
+    trails = wait_for_scatter(page, lambda traces: traces.get("trail 9", 0) >= 2, timeout_s=30)
+    assert all(trails["traces"][f"trail {k}"] >= 2 for k in range(10)), trails
+    screenshot(page, "explore_trails")
 
     page.get_by_role("link", name="Runs").click()
     wait_for_chart(page, "ACC per epoch", store.id, at_least=2, timeout_s=30)

@@ -53,6 +53,15 @@ def test_every_method_has_an_objective_its_symbols_sliders_and_a_short_text(name
     assert re.search(r"ACC \d\.\d{3}", method.demo), method.demo  # the measured number, from bench/teaching.py
 
 
+def test_the_cli_explains_every_method_on_request():
+    from core.cli import describe_methods
+
+    plain, explained = describe_methods(), describe_methods(explain=True)
+    for method in REGISTRY.values():
+        assert method.objective not in plain and f"objective: {method.objective}" in explained
+    assert "α → alpha" in explained.replace("\\alpha", "α")
+
+
 @pytest.mark.parametrize("name", list(REGISTRY))
 def test_every_methods_panels_move_with_its_knob(name):
     method = get_method(name)

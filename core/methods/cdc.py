@@ -151,10 +151,10 @@ class CDC(DEC):
     title = "CDC"
     Config = CDCConfig
     published = {"fashion-mnist": (0.649, 0.645, "CDC paper Table 2, mean of 10")}
-    objective = (r"L_{AE}=\lambda\,[L_{cr}(Z,X)+L_{cr}(Z,X')]+L_r,\qquad "
-                 r"L_{DC}=L_c+\eta\,L_a+\beta\,L_{re},\ L_{re}=L_{cr}(Z,X)+L_{cr}(Z,X'),\qquad "
-                 r"L_{cr}(Z,X)=\mathrm{KL}\big(\mathcal S(C_Z)\Vert C_X\big),\ "
-                 r"L_a=\mathrm{KL}\big(\mathcal S(C_Q)\Vert C_Z\big)")
+    objective = (r"\begin{gathered}L_{AE}=\lambda\,[L_{cr}(Z,X)+L_{cr}(Z,X')]+L_r\\"
+                 r"L_{DC}=L_c+\eta\,L_a+\beta\,L_{re},\quad L_{re}=L_{cr}(Z,X)+L_{cr}(Z,X')\\"
+                 r"L_{cr}(Z,X)=\mathrm{KL}\big(\mathcal S(C_Z)\Vert C_X\big),\quad "
+                 r"L_a=\mathrm{KL}\big(\mathcal S(C_Q)\Vert C_Z\big)\end{gathered}")
     symbols = {r"\lambda": "lam", r"\eta": "eta", r"\beta": "beta"}
     explanation = (
         "CDC is DEC with pair losses: C_V is the matrix of Student-t similarities between the batch's vectors, "

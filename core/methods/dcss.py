@@ -324,10 +324,12 @@ class DCSS(AutoencoderMethod):
                                                                    "pairs_ignored"),
                    "samples with no similar partner (Figure 3)": ("no_similar",),
                    "mean largest membership": ("confidence",), "centre shift": ("centre_shift",)}
-    objective = (r"p_{ik}=\frac{d_{ik}^{-1/(m-1)}}{\sum_l d_{il}^{-1/(m-1)}},\ d_{ik}=\lVert u_i-\mu_k\rVert^2;"
-                 r"\quad L_u=\sum_{i,k}p_{ik}^m\big(\lVert x_i-\hat x_i\rVert^2+\beta\lVert u_i-\mu_k\rVert^2\big);"
-                 r"\quad L_q=c\sum_{i,j}\big[\mathbb 1(s_{ij}>\zeta)(1-q_i^\top q_j)"
-                 r"+\mathbb 1(s_{ij}<\gamma)\,q_i^\top q_j\big],\ s_{ij}=p_i^\top p_j\ (q_i^\top q_j\text{ after }T_2)")
+    objective = (r"\begin{gathered}p_{ik}=\frac{d_{ik}^{-1/(m-1)}}{\sum_l d_{il}^{-1/(m-1)}},\quad "
+                 r"d_{ik}=\lVert u_i-\mu_k\rVert^2\\"
+                 r"L_u=\sum_{i,k}p_{ik}^m\big(\lVert x_i-\hat x_i\rVert^2+\beta\lVert u_i-\mu_k\rVert^2\big)\\"
+                 r"L_q=c\sum_{i,j}\big[\mathbb 1(s_{ij}>\zeta)(1-q_i^\top q_j)"
+                 r"+\mathbb 1(s_{ij}<\gamma)\,q_i^\top q_j\big]\\"
+                 r"s_{ij}=p_i^\top p_j\ (q_i^\top q_j\text{ after }T_2\text{ epochs})\end{gathered}")
     symbols = {"m": "m", r"\beta": "beta", r"\zeta": "zeta", r"\gamma": "gamma", "T_2": "switch_epoch"}
     explanation = (
         "DCSS starts from an autoencoder and k-means, then works in two phases. Phase 1 gives each code a fuzzy "

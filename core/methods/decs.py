@@ -216,11 +216,11 @@ class DECS(AutoencoderMethod):
                  "mnist-test": (0.990, 0.971, "official README (run_exp.py)"),
                  "usps": (0.992, 0.976, "official README (run_exp.py)"),
                  "fashion-mnist": (0.642, 0.716, "official README (run_exp.py)")}
-    objective = (r"fq_{ij}=\varphi_t(q_{ij})=\begin{cases}\big(\frac{t-q_{ij}}{t}\big)^p & q_{ij}<t\\"
-                 r"\big(\frac{q_{ij}-t}{1-t}\big)^p & q_{ij}\ge t\end{cases},\quad "
-                 r"sq_i=\operatorname{mean}_j fq_{ij}-\lambda\operatorname{Var}_j fq_{ij},\quad "
-                 r"L_c=1-\big(\operatorname{mean}_i sq_i+\rho\operatorname{Var}_i sq_i\big),\quad "
-                 r"q_{ij}\propto(1+\lVert z_i-m_j\rVert^2/\alpha)^{-\frac{\alpha+1}{2}}")
+    objective = (r"\begin{gathered}fq_{ij}=\varphi_t(q_{ij})=\begin{cases}\big(\frac{t-q_{ij}}{t}\big)^p & q_{ij}<t\\"
+                 r"\big(\frac{q_{ij}-t}{1-t}\big)^p & q_{ij}\ge t\end{cases}\\"
+                 r"q_{ij}\propto(1+\lVert z_i-m_j\rVert^2/\alpha)^{-\frac{\alpha+1}{2}}\\"
+                 r"sq_i=\operatorname{mean}_j fq_{ij}-\lambda\operatorname{Var}_j fq_{ij}\\"
+                 r"L_c=1-\big(\operatorname{mean}_i sq_i+\rho\operatorname{Var}_i sq_i\big)\end{gathered}")
     symbols = {"t": "threshold", "p": "p", r"\lambda": "lam", r"\rho": "rho", r"\alpha": "alpha"}
     explanation = (
         "DECS needs no target distribution: it rewards stable samples, those whose soft assignment q to every "

@@ -357,12 +357,14 @@ class DSCDAN(Method):
     Config = DSCDANConfig
     phases = ("pretrain", "cluster")
     diagnostics = {"orthonormality error ‖YᵀY/m − I‖": ("ortho_error",), "kernel scale s": ("kernel_scale_s",)}
-    objective = (r"W_{ij}=\exp\!\Big(-\frac{\lVert\mu_i-\mu_j\rVert^2}{2s^2}\Big)\ (j\text{ among the }k"
-                 r"\text{ nearest}),\quad L_{SN}=\frac1m\sum_{i,j}W_{ij}\lVert Y_i-Y_j\rVert^2,\ Y^\top Y/m=I;"
-                 r"\quad L=\lambda_r L_R+\beta_g' L_G+\beta_l L_L+\gamma'\textstyle\sum_k P_{ik}\mathrm{KL}"
+    objective = (r"\begin{gathered}W_{ij}=\exp\!\Big(-\frac{\lVert\mu_i-\mu_j\rVert^2}{2s^2}\Big)\ "
+                 r"(j\text{ among the }k"
+                 r"\text{ nearest})\\s=s_\times\cdot\operatorname{median}_i\lVert\mu_i-\mu_{i,(1)}\rVert\\"
+                 r"L_{SN}=\frac1m\sum_{i,j}W_{ij}\lVert Y_i-Y_j\rVert^2,\quad Y^\top Y/m=I\\"
+                 r"L=\lambda_r L_R+\beta_g' L_G+\beta_l L_L\\+\gamma'\textstyle\sum_k P_{ik}\mathrm{KL}"
                  r"(\mathcal N(\mu_i,\sigma_i^2)\Vert\mathcal N(\nu_k,I))+\gamma_P\mathrm{KL}(P_i\Vert U)"
-                 r"+\lambda_{sp}L_{SN}")
-    symbols = {"k": "n_neighbours", "s": "kernel_scale", r"\lambda_{sp}": "lambda_sp", r"\lambda_r": "lambda_r",
+                 r"+\lambda_{sp}L_{SN}\end{gathered}")
+    symbols = {"k": "n_neighbours", r"s_\times": "kernel_scale", r"\lambda_{sp}": "lambda_sp", r"\lambda_r": "lambda_r",
                r"\gamma'": "gamma_joint", r"\gamma_P": "cluster_prior"}
     explanation = (
         "DSCDAN pretrains a dual autoencoder (it rebuilds each image from its code and from a noisy copy of it, "

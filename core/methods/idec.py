@@ -26,7 +26,7 @@ def balance_curves(gamma: float, alpha: float = 1.0, z0: float = TOY_CODE) -> di
     Returns ``z`` (n,), ``recon`` = RECON_CURVATURE·(z − z₀)², ``kl`` = KL(p(z₀) ‖ q(z)) (``kl_clustering_loss``
     of one row), ``total`` = recon + γ·kl, and ``z_best``, the grid code of the lowest total.
     """
-    curves = two_centroid_curves(alpha)
+    curves = two_centroid_curves(alpha, n_points=1201)  # steps of 0.005: where the code settles moves smoothly
     z = torch.as_tensor(curves["z"])
     start = int(np.abs(curves["z"] - z0).argmin())
     target = torch.as_tensor(curves["p"][start])  # (2,) fixed
@@ -46,7 +46,7 @@ def balance_panels(gamma: float, alpha: float) -> list[CurvePanel]:
                        {"L_r (toy)": (curves["z"], curves["recon"]), "γ·L_c": (curves["z"], gamma * curves["kl"]),
                         "L_r + γ·L_c": (curves["z"], curves["total"])},
                        {"z₀": TOY_CODE, f"best z = {curves['z_best']:.2f}": curves["z_best"]}),
-            CurvePanel("where the code settles as γ varies", "γ (log scale: 0.01 … 1)",
+            CurvePanel("where the code settles as γ varies", "log₁₀ γ (γ from 0.01 to 1)",
                        {"best z": (np.log10(gammas), settled)}, {f"γ = {gamma:g}": float(np.log10(gamma))})]
 
 
@@ -68,8 +68,10 @@ class IDEC(DEC):
                  "mnist": (0.881, 0.867, "IDEC paper = DSCDAN seed table"),
                  "fashion-mnist": (0.529, 0.557, "DSCDAN seed table")}
 
-    objective = (r"L=L_r+\gamma L_c,\quad L_r=\frac{1}{mD}\sum_i\lVert x_i-g_\phi(z_i)\rVert^2,\quad "
-                 r"L_c=\mathrm{KL}(P\Vert Q),\ q_{ij}\propto(1+\lVert z_i-\mu_j\rVert^2/\alpha)^{-\frac{\alpha+1}{2}}")
+    objective = (r"\begin{gathered}L=L_r+\gamma L_c,\quad L_r=\frac{1}{mD}\sum_i\lVert x_i-g_\phi(z_i)\rVert^2\\"
+                 r"L_c=\mathrm{KL}(P\Vert Q),\quad "
+                 r"q_{ij}\propto(1+\lVert z_i-\mu_j\rVert^2/\alpha)^{-\frac{\alpha+1}{2}},"
+                 r"\quad p_{ij}\propto q_{ij}^2/f_j\end{gathered}")
     symbols = {r"\gamma": "gamma", r"\alpha": "alpha"}
     explanation = (
         "IDEC is DEC that keeps its decoder: the encoder is trained on DEC's clustering loss L_c weighted by γ "

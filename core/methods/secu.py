@@ -501,11 +501,12 @@ class SeCu(Method):
                  "cifar-100-20": (0.552, 0.551, "quoted by IDC and DCBoost Table 2"),
                  "stl-10": (0.836, 0.733, "quoted by IDC and DCBoost Table 2")}
 
-    objective = (r"L=\frac{1}{2H}\sum_{h}(L_x+L_c),\quad L_c=-\log\frac{e^{\operatorname{sg}(z_i)^\top\bar w_{y_i}"
-                 r"/\lambda_w}}{\sum_k e^{\operatorname{sg}(z_i^\top\bar w_k)/\lambda_w}},\quad "
-                 r"\frac{\partial L_c}{\partial\bar w_{y_i}}=-\frac{1-p_{iy_i}}{\lambda_w}z_i,\quad "
-                 r"y_i=\arg\max_k(s_{ik}+\rho_k),\ \rho_k\leftarrow\max\!\big(0,\rho_k+\eta(\tfrac{\gamma}{K}"
-                 r"-\tfrac{n_k}{|B|})\big),\ |\{i:y_i=k\}|\ge\gamma N/K")
+    objective = (r"\begin{gathered}L=\frac{1}{2H}\sum_{h}(L_x+L_c)\\"
+                 r"L_c=-\log\frac{e^{\operatorname{sg}(z_i)^\top\bar w_{y_i}"
+                 r"/\lambda_w}}{\sum_k e^{\operatorname{sg}(z_i^\top\bar w_k)/\lambda_w}}\\"
+                 r"\frac{\partial L_c}{\partial\bar w_{y_i}}=-\frac{1-p_{iy_i}}{\lambda_w}z_i\\"
+                 r"y_i=\arg\max_k(s_{ik}+\rho_k),\quad\rho_k\leftarrow\max\!\big(0,\rho_k+\eta(\tfrac{\gamma}{K}"
+                 r"-\tfrac{n_k}{|B|})\big)\\ \Rightarrow\ |\{i:y_i=k\}|\ge\gamma N/K\end{gathered}")
     symbols = {r"\lambda_w": "lambda_w", r"\eta": "eta", r"\gamma": "gamma", "H": "heads"}
     explanation = (
         "SeCu trains an encoder from scratch on two augmented views of each image, against cluster centres on "
