@@ -242,7 +242,7 @@ def test_how_it_works_of_every_method_renders_and_follows_its_knob(app):
         assert not at.exception, (name, [e.message for e in at.exception])
         assert any(e.label == f"How {method.title} works" for e in at.expander), name
         assert [e.value.strip("$\n") for e in at.latex] == [method.objective]
-        assert any(" → **" in m.value and knob_symbol_shown(method, m.value) for m in at.markdown), name
+        assert any(" → slider **" in m.value and knob_symbol_shown(method, m.value) for m in at.markdown), name
         before = plotly_figures(at)["train.loss_curves"]
         widget_key = f"train.{name}.{knob}"
         log_knob = next(k for k in method.Config.knobs() if k.name == knob).log
