@@ -252,17 +252,19 @@ def _draw_epoch_scores(store: RunStore, epoch: int) -> None:
 
 
 def follow_training_run(run_ids: list[str]) -> str | None:
-    """While following, show the run Train follows: choose it here once it has a snapshot. Returns its id
-    while it trains without one yet (the page waits for it), else None."""
+    """While following, show the run Train follows as long as it trains: choose it here once it has a
+    snapshot. Returns its id while it has none yet (the page waits for it), else None."""
     run_id = st.session_state.get(common.ACTIVE_RUN)
     if not run_id or not common.shown_value(common.FOLLOW, False):
         return None
-    if run_id in run_ids:
-        if common.shown_value(common.EXPLORE_RUN, None) != run_id:
-            common.restore(common.EXPLORE_RUN, run_id)
-        return None
     store = RunStore(common.runs_dir() / run_id)
-    return run_id if store.path.is_dir() and run_state(store) in ACTIVE_STATES else None
+    if not store.path.is_dir() or run_state(store) not in ACTIVE_STATES:
+        return None  # a finished run is not followed: the user may pick any run again
+    if run_id not in run_ids:
+        return run_id
+    if common.shown_value(common.EXPLORE_RUN, None) != run_id:
+        common.restore(common.EXPLORE_RUN, run_id)
+    return None
 
 
 def wait_for_first_snapshot(store: RunStore) -> None:
