@@ -40,8 +40,8 @@ class AEKMeans(AutoencoderMethod):
     published = {"usps": (0.709, 0.684, "DEC-keras README, 10 trials"), "mnist": (0.879, 0.807, "DEC-keras README"),
                  "fashion-mnist": (0.606, 0.637, "DEC-keras README")}
 
-    objective = (r"\min_{\theta,\phi}\ \frac{1}{mD}\sum_i\lVert x_i-g_\phi(f_\theta(x_i))\rVert^2"
-                 r"\quad\text{then k-means on } z_i=f_\theta(x_i)\in\mathbb R^{d}\ (R\text{ restarts})")
+    objective = (r"\begin{gathered}\min_{\theta,\phi}\ \frac{1}{mD}\sum_i\lVert x_i-g_\phi(f_\theta(x_i))\rVert^2\\"
+                 r"\text{then k-means on } z_i=f_\theta(x_i)\in\mathbb R^{d}\ (R\text{ restarts})\end{gathered}")
     symbols = {"d": "latent_dim", "R": "kmeans_restarts"}
     explanation = (
         "An autoencoder learns to squeeze each image into a code of d numbers and rebuild it; k-means then "
