@@ -339,8 +339,7 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
     axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
     layout["xaxis"] = dict(axis, range=None if ranges is None else ranges[0])
     layout["yaxis"] = dict(axis, scaleanchor="x", range=None if ranges is None else ranges[1])
-    path_views = list(animation) or [view]
-    trail_data = _trail_style(trail_traces(path_views, view.frame.epoch, len(slots)), slots) if trails else []
+    trail_data = _trail_style(trail_traces(views, view.frame.epoch, len(slots)), slots) if trails else []
     frames = []
     if len(animation) > 1:
         frames = [dict(name=str(v.frame.epoch),
