@@ -50,9 +50,9 @@ class AEKMeans(AutoencoderMethod):
         "the restarts work as for k-means on pixels (right panel). While it trains, only the reconstruction "
         "loss falls: the clusters exist once, after pretraining, so the ACC curve has a single point and "
         "Explore shows the codes untangling over the pretraining epochs before any centre is placed.")
-    demo = ("Fast demo on digits (seed 0, `bench/teaching.py`): ACC 0.788, NMI 0.762, against 0.792 for k-means on "
-            "the pixels: it shows the codes untangling, but 30 epochs of pretraining only draw level with the pixels; "
-            "under a minute.")
+    demo = ("Fast demo on digits (seed 0, `bench/teaching.py`): ACC 0.837, NMI 0.739, against 0.792 (NMI 0.742) "
+            "for k-means on the pixels: it shows learning, the codes untangle over 100 epochs of pretraining; "
+            "about a minute on a quiet 2-core CPU (its 30 epochs took 22 s).")
 
     @classmethod
     def loss_curves(cls, config):
@@ -61,7 +61,9 @@ class AEKMeans(AutoencoderMethod):
     @classmethod
     def presets(cls, dataset):
         return {"paper": {"pretrain_epochs": pretrain_epochs_paper(dataset)},
-                "fast": {"batch_size": 64, "pretrain_epochs": 30, "kmeans_restarts": 5}}
+                # digits, seed 0 (bench/teaching.py): 30 epochs ACC 0.788, 60 0.782, 100 0.837 against 0.792 for
+                # k-means on the pixels; 100 epochs of a 1,797-image set take about a minute on a CPU
+                "fast": {"batch_size": 64, "pretrain_epochs": 100, "kmeans_restarts": 5}}
 
 
 def pretrain_epochs_paper(dataset: str) -> int:
