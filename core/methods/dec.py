@@ -93,8 +93,9 @@ class DEC(AutoencoderMethod):
         "changed fall; its failure mode is self-confirmation: it sharpens the k-means start, so a poor "
         "pretraining stays poor, and with nothing rebuilding the images the codes can drift into a few "
         "large clusters (the cluster-sizes bar chart shows it).")
-    demo = ("Fast demo on digits (seed 0, `bench/teaching.py`): ACC 0.776, NMI 0.802, against 0.792 for k-means on "
-            "the pixels: NMI rises above the pixels' but ACC stays just below; about a minute.")
+    demo = ("Fast demo on digits (seed 0, `bench/teaching.py`): ACC 0.829, NMI 0.779, against 0.792 (NMI 0.742) "
+            "for k-means on the pixels: it shows learning after 100 epochs of pretraining (with 30 it ended at "
+            "0.776); a couple of minutes.")
 
     def __init__(self, config, n_clusters, seed=0):
         super().__init__(config, n_clusters, seed)
@@ -108,7 +109,9 @@ class DEC(AutoencoderMethod):
     @classmethod
     def presets(cls, dataset):
         return {"paper": {"pretrain_epochs": pretrain_epochs_paper(dataset), "epochs": 2000},
-                "fast": FAST}
+                # digits, seed 0 (bench/teaching.py): 30 epochs of pretraining end at ACC 0.776, 60 at 0.790,
+                # 100 at 0.829, against 0.792 for k-means on the pixels; IDEC keeps 30 (0.811)
+                "fast": {**FAST, "pretrain_epochs": 100}}
 
     @classmethod
     def loss_curves(cls, config):

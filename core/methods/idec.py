@@ -9,7 +9,7 @@ import torch
 from core.config import BELOW_ONE, NON_NEGATIVE, knob
 from core.losses import kl_clustering_loss, reconstruction_loss
 from core.methods.base import CurvePanel
-from core.methods.dec import DEC, DECConfig, dec_panels, two_centroid_curves
+from core.methods.dec import DEC, FAST, DECConfig, dec_panels, two_centroid_curves
 from core.models import adam
 
 
@@ -87,6 +87,10 @@ class IDEC(DEC):
     @classmethod
     def loss_curves(cls, config):
         return [*dec_panels(config.alpha), *balance_panels(config.gamma, config.alpha)]
+
+    @classmethod
+    def presets(cls, dataset):
+        return {**super().presets(dataset), "fast": FAST}
 
     @classmethod
     def dataset_defaults(cls, dataset):
