@@ -76,7 +76,7 @@ class IDEC(DEC):
     explanation = (
         "IDEC is DEC that keeps its decoder: the encoder is trained on DEC's clustering loss L_c weighted by γ "
         "plus the reconstruction L_r, so the codes must still describe the images while they gather around "
-        "the centroids. The first row shows DEC's q and target p for the current α; the second row is the "
+        "the centroids. The first two panels show DEC's q and target p for the current α; the last two are the "
         "balance on one code: reconstruction holds it at z₀, L_c pulls it towards where q meets its target, "
         "and γ decides where it settles. While it trains, the loss panel shows both terms: a falling KL with a "
         "flat reconstruction is healthy; a growing reconstruction means γ is tearing the codes away from the "
