@@ -52,7 +52,7 @@ class AEKMeans(AutoencoderMethod):
         "Explore shows the codes untangling over the pretraining epochs before any centre is placed.")
     demo = ("Fast demo on digits (seed 0, `bench/teaching.py`): ACC 0.837, NMI 0.739, against 0.792 (NMI 0.742) "
             "for k-means on the pixels: it shows learning, the codes untangle over 100 epochs of pretraining; "
-            "about a minute on a quiet 2-core CPU (its 30 epochs took 22 s).")
+            "about a minute on a quiet 2-core CPU (3.5 minutes measured on a busy one).")
 
     @classmethod
     def loss_curves(cls, config):
