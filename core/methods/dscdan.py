@@ -39,7 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.config import Config, knob
+from core.config import NON_NEGATIVE, Config, knob
 from core.data import BUILTIN_SIZES, builtin_side, small_builtin
 from core.losses import squared_distances, student_t_assign
 from core.methods.base import Method, kmeans_labels
@@ -315,7 +315,8 @@ class DSCDANConfig(Config):
                                  "16-32, strides 2-2)")
     channel_scale: int = knob(1, choices=(1, 2), help="channel multiplier: 1 as Table 2, 2 as the official code")
     lambda_r: float = knob(5.0, symbol="λ_r", min=0.5, max=20.0, step=0.5,
-                           help="weight of the reconstruction loss L_R (official code: 5; the paper's value was lost)")
+                           help="weight of the reconstruction loss L_R (official code: 5; the paper's value was lost)",
+                           limits=NON_NEGATIVE)
     delta: float = knob(0.5, symbol="δ", min=0.0, max=2.0, step=0.05,
                         help="weight of the relative (clean vs noisy) reconstruction ‖x̄ − x̂‖² in L_R (v2 code: 0.5)")
     data_term: str = knob("clean", choices=("clean", "noisy"),
@@ -330,9 +331,9 @@ class DSCDANConfig(Config):
                              help="global MI pairs: code [ẑ_i, ẑ_i] vs [ẑ_i, ẑ_π(i)]; paper: the conv features of "
                                   "x_i instead of the first ẑ_i")
     prior: str = knob("normal", symbol="q(z)", choices=("normal", "mixture"),
-                      help="pretraining prior — normal: N(0, I), the paper text; mixture: the official code, a "
-                           "Gaussian mixture N(ν_k, I) weighted by the spectral net's softmax P on μ, so S and ν "
-                           "start the joint phase trained")
+                      help="pretraining prior. normal = paper text: N(0, I). mixture = official code: a Gaussian "
+                           "mixture N(ν_k, I) weighted by the spectral net's softmax P on μ, so S and ν start the "
+                           "joint phase trained")
     gamma: float = knob(1.0, symbol="γ", min=0.0, max=2.0, step=0.05,
                         help="weight of the prior KL in pretraining, KL(p(z|x) ‖ N(0, I)) or the mixture's "
                              "Σ_k P_k KL(p(z|x) ‖ N(ν_k, I)) (official code: 1)")
