@@ -24,7 +24,9 @@ Readout (§a.9): after every epoch Ω is recomputed on all points and k-means (`
 on Y; ``assign`` gives the nearest k-means centre. The argmax of P is the other readout: its ACC/NMI/ARI
 are the ``acc_argmax``… columns (``readout=argmax`` swaps the two: v2's readout, then ``acc_kmeans``).
 Per-epoch event scalars of the joint phase: ``ortho_error`` (mean over the epoch's batches of
-‖YᵀY/m − I‖_F) and ``kernel_scale_s`` (mean affinity scale s).
+‖YᵀY/m − I‖_F) and ``kernel_scale_s`` (mean affinity scale s); of every epoch that computes P (the joint
+phase, mixture pretraining): ``p_log_p``, the batch mean of Σ_k P log P (−ln K while S is uniform).
+With ``pretrain_kmeans`` the pretraining rows score k-means on μ (``acc_kmeans_mu``…).
 """
 from __future__ import annotations
 
