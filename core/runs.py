@@ -39,9 +39,14 @@ def default_runs_dir() -> Path:
 
 
 def new_run_id(method: str, data: str, seed: int) -> str:
+    return stamped_id(method, data, f"s{seed}")
+
+
+def stamped_id(method: str, data: str, tag: str) -> str:
+    """``<date>-<time>-<method>-<data>-<tag>-<4 hex>``: sorts by start time, and says what it holds."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     data = Path(data).stem if data.endswith(".npz") else data
-    return f"{stamp}-{method}-{data}-s{seed}-{secrets.token_hex(2)}"
+    return f"{stamp}-{method}-{data}-{tag}-{secrets.token_hex(2)}"
 
 
 class RunStore:
@@ -84,6 +89,9 @@ class RunStore:
 
     def stop_requested(self) -> bool:
         return (self.path / "STOP").exists()
+
+    def clear_stop(self) -> None:
+        (self.path / "STOP").unlink(missing_ok=True)
 
     # -- metrics ----------------------------------------------------------------------------------
     def write_metrics(self, rows: list[dict]) -> None:
