@@ -5,6 +5,11 @@ Pretraining (§a.1–a.5): a conv encoder gives ``μ, log σ²``; the decoder re
 ``L_AE = λ_r (‖x − x̄‖² + δ‖x̄ − x̂‖²) + β_g L_G + β_l L_L + γ KL(N(μ, σ²) ‖ N(0, I))`` with the JS
 mutual-information estimators L_G (global, code form: ``[ẑ_i, ẑ_i]`` against ``[ẑ_i, ẑ_π(i)]``) and
 L_L (local: ``ẑ_i`` against every position of the first conv block's map, negatives from another image).
+That N(0, I) prior is the paper's text (``prior=normal``). The released code (spec §j.1, ``prior=mixture``,
+the official presets) pretrains a Gaussian-mixture VAE instead: the prior KL becomes
+``γ Σ_k P_ik KL(N(μ_i, σ_i²) ‖ N(ν_k, I)) + γ_P Σ_k P_ik log P_ik`` with ``P = softmax(S(μ))`` from the
+spectral net S (v2's checkpoint holds it in that role) and learnable means ν, so S and ν reach the joint
+phase trained; they are then part of the cached pretrained state.
 
 Initialisation: k-means on μ, the row "ConvAE+MI+RS" of Table 4 (the k-means-on-pretrained-codes figure).
 
@@ -19,7 +24,9 @@ Readout (§a.9): after every epoch Ω is recomputed on all points and k-means (`
 on Y; ``assign`` gives the nearest k-means centre. The argmax of P is the other readout: its ACC/NMI/ARI
 are the ``acc_argmax``… columns (``readout=argmax`` swaps the two: v2's readout, then ``acc_kmeans``).
 Per-epoch event scalars of the joint phase: ``ortho_error`` (mean over the epoch's batches of
-‖YᵀY/m − I‖_F) and ``kernel_scale_s`` (mean affinity scale s).
+‖YᵀY/m − I‖_F) and ``kernel_scale_s`` (mean affinity scale s); of every epoch that computes P (the joint
+phase, mixture pretraining): ``p_log_p``, the batch mean of Σ_k P log P (−ln K while S is uniform).
+With ``pretrain_kmeans`` the pretraining rows score k-means on μ (``acc_kmeans_mu``…).
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.config import Config, knob
+from core.config import NON_NEGATIVE, Config, knob
 from core.data import BUILTIN_SIZES, builtin_side, small_builtin
 from core.losses import squared_distances, student_t_assign
 from core.methods.base import CurvePanel, Method, kmeans_labels
@@ -91,9 +98,14 @@ def mixture_kl(mu: Tensor, logvar: Tensor, p: Tensor, nu: Tensor) -> Tensor:
     return (p * kl).sum(1).mean()
 
 
+def mean_p_log_p(p: Tensor, eps: float = 1e-12) -> Tensor:
+    """``(1/m) Σ_i Σ_k P_ik log P_ik``: −log K for uniform rows, 0 for one-hot ones; p (m, K). Returns a scalar."""
+    return (p * (p + eps).log()).sum(1).mean()
+
+
 def categorical_kl_uniform(p: Tensor, eps: float = 1e-12) -> Tensor:
     """``(1/m) Σ_i KL(P_i ‖ U_K) = (1/m) Σ_i Σ_k P_ik log P_ik + log K``; p (m, K). §a.7's P log P term + log K."""
-    return (p * (p + eps).log()).sum(1).mean() + math.log(p.shape[1])
+    return mean_p_log_p(p, eps) + math.log(p.shape[1])
 
 
 @torch.no_grad()
@@ -262,6 +274,15 @@ class DualNetwork(nn.Module):
         self.local_critic = LocalCritic(self.ae.local_channels, latent_dim)
 
 
+class MixturePretrained(nn.Module):
+    """What pretraining under the mixture prior produces and the cache stores: the dual network, the
+    classifier S and the means ν, the model's own modules (not copies), so loading it fills the model."""
+
+    def __init__(self, dual: DualNetwork, spectral: nn.Module, nu: nn.Parameter):
+        super().__init__()
+        self.dual, self.spectral, self.nu = dual, spectral, nu
+
+
 class DSCDANModel(nn.Module):
     """The dual network, the spectral net S (d → 1024 → 1024 → 512 → K), the mixture means ν and the
     readout state (Ω and k-means centres of the last evaluation) as buffers, so checkpoints carry it."""
@@ -296,7 +317,8 @@ class DSCDANConfig(Config):
                                  "16-32, strides 2-2)")
     channel_scale: int = knob(1, choices=(1, 2), help="channel multiplier: 1 as Table 2, 2 as the official code")
     lambda_r: float = knob(5.0, symbol="λ_r", min=0.5, max=20.0, step=0.5,
-                           help="weight of the reconstruction loss L_R (official code: 5; the paper's value was lost)")
+                           help="weight of the reconstruction loss L_R (official code: 5; the paper's value was lost)",
+                           limits=NON_NEGATIVE)
     delta: float = knob(0.5, symbol="δ", min=0.0, max=2.0, step=0.05,
                         help="weight of the relative (clean vs noisy) reconstruction ‖x̄ − x̂‖² in L_R (v2 code: 0.5)")
     data_term: str = knob("clean", choices=("clean", "noisy"),
@@ -310,13 +332,19 @@ class DSCDANConfig(Config):
     global_pairs: str = knob("code", choices=("code", "paper"),
                              help="global MI pairs: code [ẑ_i, ẑ_i] vs [ẑ_i, ẑ_π(i)]; paper: the conv features of "
                                   "x_i instead of the first ẑ_i")
+    prior: str = knob("normal", symbol="q(z)", choices=("normal", "mixture"),
+                      help="pretraining prior. normal = paper text: N(0, I). mixture = official code: a Gaussian "
+                           "mixture N(ν_k, I) weighted by the spectral net's softmax P on μ, so S and ν start the "
+                           "joint phase trained")
     gamma: float = knob(1.0, symbol="γ", min=0.0, max=2.0, step=0.05,
-                        help="weight of the prior KL(p(z|x) ‖ N(0, I)) in pretraining (official code: 1)")
+                        help="weight of the prior KL in pretraining, KL(p(z|x) ‖ N(0, I)) or the mixture's "
+                             "Σ_k P_k KL(p(z|x) ‖ N(ν_k, I)) (official code: 1)")
     gamma_joint: float = knob(1.5, symbol="γ′", min=0.0, max=2.0, step=0.05,
                               help="weight of the mixture KL Σ_k P_ik KL(p(z|x_i) ‖ N(ν_k, I)) in the joint phase "
                                    "(v2 code: 1.5)")
     cluster_prior: float = knob(1.0, symbol="γ_P", min=0.0, max=2.0, step=0.05,
-                                help="weight of KL(P_i ‖ uniform), the P log P term of the joint KL (v2 code: 1)")
+                                help="weight of KL(P_i ‖ uniform), the P log P term of the mixture KL, in the joint "
+                                     "phase and in mixture pretraining (official code: 1)")
     lambda_sp: float = knob(1.0, symbol="λ_sp", min=0.1, max=10.0, log=True,
                             help="weight of the spectral loss (1/m)·Σ W_ij ‖Y_i − Y_j‖²")
     n_neighbours: int = knob(3, symbol="k", min=2, max=15, step=1,
@@ -343,6 +371,8 @@ class DSCDANConfig(Config):
     tol: float = knob(1e-4, symbol="tol", min=0.0, max=0.01, step=0.0001,
                       help="stop the joint phase when the epoch-mean loss changes by less than this (0: never)")
     kmeans_restarts: int = knob(10, min=1, max=50, step=1, help="k-means restarts of every readout")
+    pretrain_kmeans: bool = knob(False, help="score k-means on μ after every pretraining epoch (the acc_kmeans_mu "
+                                             "columns; one k-means of the whole data per epoch)")
 
 
 def joint_epochs(dataset: str, iterations: int, spectral_batch: int) -> int:
@@ -356,7 +386,8 @@ class DSCDAN(Method):
     title = "DSCDAN"
     Config = DSCDANConfig
     phases = ("pretrain", "cluster")
-    diagnostics = {"orthonormality error ‖YᵀY/m − I‖": ("ortho_error",), "kernel scale s": ("kernel_scale_s",)}
+    diagnostics = {"orthonormality error ‖YᵀY/m − I‖": ("ortho_error",), "kernel scale s": ("kernel_scale_s",),
+                   "Σ_k P log P of S (−ln K: uniform, 0: one-hot)": ("p_log_p",)}
     objective = (r"\begin{gathered}W_{ij}=\exp\!\Big(-\frac{\lVert\mu_i-\mu_j\rVert^2}{2s^2}\Big)\ "
                  r"(j\text{ among the }k"
                  r"\text{ nearest})\\s=s_\times\cdot\operatorname{median}_i\lVert\mu_i-\mu_{i,(1)}\rVert\\"
@@ -398,6 +429,11 @@ class DSCDAN(Method):
 
     def _reset_epoch(self) -> None:
         self.loss_sum, self.ortho_sum, self.scale_sum, self.steps = 0.0, 0.0, 0.0, 0
+        self.p_log_p_sum, self.p_batches = 0.0, 0
+
+    def _record_posteriors(self, p: Tensor) -> None:
+        self.p_log_p_sum += float(mean_p_log_p(p.detach()))
+        self.p_batches += 1
 
     # -- presets -----------------------------------------------------------------------------------
     @classmethod
@@ -408,7 +444,7 @@ class DSCDAN(Method):
     @classmethod
     def presets(cls, dataset):
         paper = cls.dataset_defaults(dataset)
-        official = {**paper, "conv_layers": 4, "channel_scale": 2, "beta_l": 0.0}
+        official = {**paper, "conv_layers": 4, "channel_scale": 2, "beta_l": 0.0, "prior": "mixture"}
         small = small_builtin(dataset)
         wide = (builtin_side(dataset) or 0) >= 28  # 28×28: a joint step costs ~3× USPS's
         cpu_batch = 512 if wide else 1024
@@ -455,7 +491,7 @@ class DSCDAN(Method):
 
     def optimizer(self, model, phase):
         if phase == "pretrain":
-            return adam(model.dual.parameters(), lr=self.config.lr)
+            return adam(self.pretrained_part(model).parameters(), lr=self.config.lr)
         if self.config.joint_autoencoder:
             return adam(model.parameters(), lr=self.config.lr)
         return adam([*model.spectral.parameters(), model.nu], lr=self.config.lr)
@@ -488,15 +524,23 @@ class DSCDAN(Method):
         return {"loss": loss, **terms}, enc
 
     def pretrain_step(self, model, batch):
-        terms, enc = self.dual_terms(model, batch.x, self.config.beta_g)
-        kl = gaussian_kl(enc.mu, enc.logvar)
-        return {**terms, "loss": terms["loss"] + self.config.gamma * kl, "kl": kl}
+        c = self.config
+        terms, enc = self.dual_terms(model, batch.x, c.beta_g)
+        if c.prior == "normal":
+            kl = gaussian_kl(enc.mu, enc.logvar)
+            return {**terms, "loss": terms["loss"] + c.gamma * kl, "kl": kl}
+        p = model.spectral(enc.mu).softmax(1)  # (m, K): the classifier of the official pretraining
+        self._record_posteriors(p)
+        kl, categorical = mixture_kl(enc.mu, enc.logvar, p, model.nu), categorical_kl_uniform(p)
+        return {**terms, "loss": terms["loss"] + c.gamma * kl + c.cluster_prior * categorical, "mixture_kl": kl,
+                "cluster_prior": categorical}
 
     def spectral_terms(self, model, mu: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """L_SN on codes mu (m, d) and the cluster posteriors P (m, K); records the batch's diagnostics."""
         c = self.config
         logits = model.spectral(mu)
         p = logits.softmax(1)
+        self._record_posteriors(p)
         y, _ = orthonormalise(p if c.head == "softmax" else logits.tanh())
         weights, scale = knn_affinity(mu, c.n_neighbours, min(c.scale_neighbour, c.n_neighbours), c.kernel_scale,
                                       c.fixed_scale)
@@ -542,12 +586,13 @@ class DSCDAN(Method):
         return {}
 
     def on_epoch_end(self, model, phase, epoch):
+        scalars = {"p_log_p": self.p_log_p_sum / self.p_batches} if self.p_batches else {}
         if phase != "cluster" or not self.steps:
-            return {}
+            return scalars
         loss = self.loss_sum / self.steps
         self.converged = self.config.tol > 0 and abs(loss - self.last_loss) < self.config.tol
         self.last_loss = loss
-        return {"ortho_error": self.ortho_sum / self.steps, "kernel_scale_s": self.scale_sum / self.steps}
+        return {**scalars, "ortho_error": self.ortho_sum / self.steps, "kernel_scale_s": self.scale_sum / self.steps}
 
     def before_step(self, model, step, x):
         if step >= self.config.max_iter:
@@ -556,10 +601,14 @@ class DSCDAN(Method):
 
     @torch.no_grad()
     def readouts(self, model, x):
-        """Ω from all points, k-means on Y (cluster ids aligned to the last readout's), argmax P."""
+        """Before init, k-means on μ when ``pretrain_kmeans`` asks for it; in the joint phase Ω from all points,
+        k-means on Y (cluster ids aligned to the last readout's), argmax P."""
+        c = self.config
+        if int(model.stage) == STAGE_NONE and c.pretrain_kmeans:
+            return {"kmeans_mu": torch.from_numpy(kmeans_labels(self.codes(model, x).cpu().numpy(), self.n_clusters,
+                                                                self.seed, c.kmeans_restarts)[0])}
         if int(model.stage) != STAGE_SPECTRAL:
             return {}
-        c = self.config
         was_training = model.training
         model.eval()
         mu = self.codes(model, x)
@@ -620,13 +669,17 @@ class DSCDAN(Method):
         self.last_loss, self.converged = state["last_loss"], state["converged"]
 
     def pretrained_part(self, model):
-        return model.dual
+        return model.dual if self.config.prior == "normal" else MixturePretrained(model.dual, model.spectral, model.nu)
 
     def pretrain_signature(self):
         c = self.config
-        return {"method": "dscdan", "latent_dim": c.latent_dim, "conv_layers": c.conv_layers,
-                "channel_scale": c.channel_scale, "lambda_r": c.lambda_r, "delta": c.delta, "data_term": c.data_term,
-                "beta_g": c.beta_g, "beta_l": c.beta_l, "global_pairs": c.global_pairs, "gamma": c.gamma, "lr": c.lr}
+        signature = {"method": "dscdan", "latent_dim": c.latent_dim, "conv_layers": c.conv_layers,
+                     "channel_scale": c.channel_scale, "lambda_r": c.lambda_r, "delta": c.delta,
+                     "data_term": c.data_term, "beta_g": c.beta_g, "beta_l": c.beta_l, "global_pairs": c.global_pairs,
+                     "gamma": c.gamma, "lr": c.lr}
+        if c.prior == "normal":  # the key earlier versions wrote, so their cache entries still serve
+            return signature
+        return {**signature, "prior": c.prior, "cluster_prior": c.cluster_prior, "n_clusters": self.n_clusters}
 
 
 # ------------------------------------------------------------------------------------------------

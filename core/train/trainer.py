@@ -227,6 +227,10 @@ class Trainer:
         """Fill the row's metrics in place; return the epoch's snapshot arrays."""
         z = encode_all(self.method, self.model, self.x[self.snapshot_index]).cpu().numpy()  # (S, d)
         alternatives = self.method.readouts(self.model, self.x)
+        if self.dataset.y is not None:  # scored before the cluster initialisation too (DSCDAN's k-means on μ)
+            for name, other in alternatives.items():
+                row.update({f"{metric}_{name}": value
+                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         centroids = self.method.centroids(self.model)
         if centroids is None:
             return {"z": z}
@@ -236,9 +240,6 @@ class Trainer:
         sizes = np.bincount(labels, minlength=self.n_clusters)
         if self.dataset.y is not None:
             row.update(evaluate(self.dataset.y, labels))
-            for name, other in alternatives.items():
-                row.update({f"{metric}_{name}": value
-                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         row["changed"] = (float(np.mean(labels != self.previous_labels))
                           if self.previous_labels is not None else float("nan"))
         row["min_size"], row["max_size"] = int(sizes.min()), int(sizes.max())
