@@ -12,7 +12,7 @@ from pathlib import Path
 from core.config import parse_overrides
 from core.data import DataError, load_dataset
 from core.methods import REGISTRY
-from core.runs import RunStore, default_runs_dir, list_runs, new_run_id
+from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id
 from core.train import RunConfig, Trainer, TrainerConfig
 
 
@@ -57,9 +57,10 @@ def _train(args, parser) -> int:
     runs_dir = args.runs_dir or default_runs_dir()
     resume = False
     if args.resume:
-        store = RunStore(runs_dir / args.resume)
-        if not (store.path / "config.json").exists():
-            parser.error(f"no run {args.resume} in {runs_dir}")
+        try:
+            store = RunStore.open(runs_dir, args.resume)
+        except RunIdError as err:
+            parser.error(str(err))
         resume = True
     elif args.run_dir:
         store = RunStore(args.run_dir)

@@ -239,7 +239,7 @@ def render() -> None:
     """The page: run, projection and colour on top; the epoch's picture and details below."""
     st.title("Explore")
     runs = list_runs(common.runs_dir())
-    runs = runs[[bool(RunStore(common.runs_dir() / r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
+    runs = runs[[bool(common.run_store(r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
     if runs.empty:
         st.info("No run with latent snapshots yet. Start one on the **Train** page; its first snapshot appears "
                 "after one epoch.")
@@ -247,7 +247,7 @@ def render() -> None:
     top = st.columns([2.6, 1.4, 1.4], vertical_alignment="bottom")
     with top[0]:
         run_id = run_ui(runs)
-    store = RunStore(common.runs_dir() / run_id)
+    store = common.run_store(run_id)
     last = store.load_snapshot(store.snapshot_epochs()[-1])
     with top[1]:
         kind = projection_ui()
