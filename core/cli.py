@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from core.config import parse_overrides
-from core.data import DataError, load_dataset
+from core.data import load_dataset
 from core.methods import REGISTRY
 from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id
 from core.train import RunConfig, Trainer, TrainerConfig
@@ -65,30 +65,30 @@ def _train(args, parser) -> int:
     elif args.run_dir:
         store = RunStore(args.run_dir)
     else:
-        overrides = parse_overrides(args.overrides)
-        for name in ("pretrain_epochs", "epochs", "batch_size"):
-            if getattr(args, name) is not None:
-                overrides[name] = getattr(args, name)
         try:
+            overrides = parse_overrides(args.overrides)
+            for name in ("pretrain_epochs", "epochs", "batch_size"):
+                if getattr(args, name) is not None:
+                    overrides[name] = getattr(args, name)
             config = RunConfig.build(args.method, args.data, args.seed, args.preset, overrides,
                                      device=args.device, n_clusters=args.clusters)
         except ValueError as err:
             parser.error(str(err))
         store = RunStore.create(runs_dir, new_run_id(args.method, args.data, args.seed), config.to_dict())
-    config = RunConfig.from_dict(store.read_config())
+    stop = threading.Event()
+    callbacks = [] if args.quiet else [ProgressBar()]
     try:
-        dataset = load_dataset(config.data)
-    except DataError as err:
+        config = RunConfig.from_dict(store.read_config())
+        trainer = Trainer(config, load_dataset(config.data), store, callbacks, stop)
+    except ValueError as err:  # DataError and ConfigError: a sentence for the person, no traceback
         store.write_status("failed", reason=str(err))
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    callbacks = [] if args.quiet else [ProgressBar()]
     print(f"run {store.id} → {store.path}", file=sys.stderr)
-    last = Trainer(config, dataset, store, callbacks, stop).run(resume=resume)
+    last = trainer.run(resume=resume)
     status = store.read_status()
     summary = {k: round(v, 4) for k, v in last.items() if k in ("acc", "nmi", "ari") and v == v}
     print(f"\n{status['state']}: {status.get('reason', '')} {json.dumps(summary)}", file=sys.stderr)
@@ -129,13 +129,18 @@ def _duration(seconds: float) -> str:
 
 
 def describe_methods() -> str:
-    lines = []
-    for name, method in REGISTRY.items():
-        lines.append(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})")
-        for knob in method.Config.knobs():
-            span = f"[{knob.min} … {knob.max}]" if knob.choices is None else "{" + ", ".join(map(str, knob.choices)) + "}"
-            lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<20} {knob.help}")
-    lines.append("trainer:")
-    for knob in TrainerConfig.knobs():
-        lines.append(f"  {knob.label:<28} = {knob.default!s:<8} [{knob.min} … {knob.max}]  {knob.help}")
+    """Every method's knobs: default, slider range (or choices), hard limit, help."""
+    lines = ["knob = default  [slider range]  (hard limit: what a run accepts)  help"]
+    sections = [(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})", method.Config)
+                for name, method in REGISTRY.items()]
+    for title, config in [*sections, ("trainer:", TrainerConfig)]:
+        lines.append(title)
+        for knob in config.knobs():
+            if knob.choices is None:
+                span = f"[{knob.min} … {knob.max}]"
+                if knob.limits is not None:
+                    span += f" ({knob.limits.describe()})"
+            else:
+                span = "{" + ", ".join(map(str, knob.choices)) + "}"
+            lines.append(f"  {knob.label:<28} = {knob.default!s:<8} {span:<30} {knob.help}")
     return "\n".join(lines)

@@ -6,6 +6,8 @@ finds for the next writer to delete.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -61,3 +63,39 @@ def read_json(path, default=None):
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return default
+
+
+class LockHeld(RuntimeError):
+    """Another process holds the lock; ``pid`` is the holder's process id (None if it wrote none yet)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path} is held by process {pid if pid is not None else '(unknown)'}")
+        self.path, self.pid = path, pid
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike, blocking: bool = True):
+    """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
+
+    The lock is the operating system's (``flock``): it is released when the holder exits, even by
+    ``kill -9``, so a crashed process never leaves a stale lock behind. The holder's pid is written into
+    the file for the message of whoever is refused. ``blocking=False`` raises ``LockHeld`` at once instead
+    of waiting.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise LockHeld(path, int(holder) if holder.isdigit() else None) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing the descriptor releases the lock

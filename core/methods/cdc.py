@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from core.config import knob
+from core.config import BELOW_ONE, NON_NEGATIVE, knob
 from core.data import BUILTIN_SIZES
 from core.losses import reconstruction_loss, squared_distances, student_t_assign
 from core.methods.dec import DEC, DECConfig
@@ -101,15 +101,15 @@ class CDCConfig(DECConfig):
                                    help="optimiser of autoencoder pretraining; the official code uses SGD on "
                                         "Fashion-MNIST and Adam on the data sets it has no schedule for")
     lam: float = knob(1e-3, symbol="λ", min=1e-6, max=1.0, log=True,
-                      help="weight of the correlation losses in pretraining (L_AE = λ·L_cr + L_r)")
+                      help="weight of the correlation losses in pretraining (L_AE = λ·L_cr + L_r)", limits=NON_NEGATIVE)
     eta: float = knob(0.75, symbol="η", min=0.0, max=1.0, step=0.05,
                       help="weight of the affinity loss L_a between the assignments' and the codes' pair structure")
     beta: float = knob(1e-3, symbol="β", min=1e-6, max=1.0, log=True,
-                       help="weight of the correlation regulariser L_re in fine-tuning")
+                       help="weight of the correlation regulariser L_re in fine-tuning", limits=NON_NEGATIVE)
     update_interval: int = knob(50, symbol="h", min=10, max=500, step=10,
                                 help="iterations between recomputing the target P on the whole data")
     tol: float = knob(0.0, symbol="tol", min=0.0, max=0.01, step=0.0005,
-                      help="CDC runs all T iterations (0); above 0, stop when fewer labels change")
+                      help="CDC runs all T iterations (0); above 0, stop when fewer labels change", limits=BELOW_ONE)
     max_iter: int = knob(5000, symbol="T", min=100, max=20000, step=100, help="fine-tuning iterations")
     paper_forms: bool = knob(False, help="use the paper's eq. 5 correlation (joint, no self-pairs, no sharpening)")
     detach_affinity_target: bool = knob(False, help="stop gradients through the affinity target S(C_Q)")

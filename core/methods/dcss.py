@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.config import Config, knob
+from core.config import BELOW_ONE, FRACTION, Config, ConfigError, Limits, knob
 from core.losses import reconstruction_loss
 from core.methods.base import AutoencoderMethod, encode_all
 from core.models import adam, sgd
@@ -270,13 +270,13 @@ class StagedOptimizer:
 @dataclass(frozen=True)
 class DCSSConfig(Config):
     zeta: float = knob(0.8, symbol="ζ", min=0.5, max=0.99, step=0.01,
-                       help="pairs with similarity above ζ are pulled together (q_i·q_j → 1)")
+                       help="pairs with similarity above ζ are pulled together (q_i·q_j → 1)", limits=FRACTION)
     gamma: float = knob(0.2, symbol="γ", min=0.0, max=0.5, step=0.01,
-                        help="pairs with similarity below γ are pushed apart (q_i·q_j → 0); between γ and ζ ignored")
+                        help="pairs with similarity below γ are pushed apart (q_i·q_j → 0); between γ and ζ ignored", limits=FRACTION)
     beta: float = knob(0.1, symbol="β", min=0.0, max=1.0, step=0.01,
                        help="centering weight β_c in phase 1: L_u = L_r + β_c·L_c pulls codes to their centres")
     m: float = knob(1.5, symbol="m", min=1.1, max=3.0, step=0.1,
-                    help="fuzzifier of the memberships p: near 1 almost hard, larger softer")
+                    help="fuzzifier of the memberships p: near 1 almost hard, larger softer", limits=Limits(1, None, low_open=True))
     update_period: int = knob(2, symbol="T₁", min=1, max=10, step=1,
                               help="phase-1 epochs between closed-form centre updates on the whole data")
     switch_epoch: int = knob(5, symbol="T₂", min=0, max=50, step=1,
@@ -285,7 +285,7 @@ class DCSSConfig(Config):
                               help="clustering epochs of phase 1; the rest of `epochs` is phase 2 (MaxIter₂)")
     phase1_lr: float = knob(1e-6, symbol="lr₁", min=1e-8, max=1e-4, log=True,
                             help="SGD learning rate of phase 1 (the losses are sums over batch and pixels)")
-    phase1_momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum of phase 1")
+    phase1_momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum of phase 1", limits=BELOW_ONE)
     ae_lr: float = knob(1e-5, symbol="lr_AE", min=1e-7, max=1e-3, log=True,
                         help="Adam learning rate of the autoencoder in phase 2")
     mnet_lr: float = knob(1e-3, symbol="lr_M", min=1e-5, max=1e-2, log=True,
@@ -300,12 +300,9 @@ class DCSSConfig(Config):
                                 help="k-means restarts for the initial centres (scikit-learn's old default, 10)")
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.gamma < self.zeta:
-            raise ValueError(f"γ (gamma={self.gamma}) must be below ζ (zeta={self.zeta})")
-        if self.m <= 1.0:
-            raise ValueError(f"the fuzzifier m must exceed 1, got {self.m}")
-        if self.update_period < 1:
-            raise ValueError(f"update_period must be at least 1, got {self.update_period}")
+            raise ConfigError(f"γ (gamma={self.gamma}) must be below ζ (zeta={self.zeta})")
 
 
 PAPER = {"batch_size": 500, "pretrain_epochs": 200, "epochs": 220, "phase1_epochs": 200, "switch_epoch": 5,

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from core.config import knob
+from core.config import BELOW_ONE, knob
 from core.losses import kl_clustering_loss, student_t_assign, target_distribution
 from core.methods.ae_kmeans import pretrain_epochs_paper
 from core.methods.base import AutoencoderConfig, AutoencoderMethod, LabelChange, assign_all
@@ -22,10 +22,10 @@ class DECConfig(AutoencoderConfig):
     update_interval: int = knob(140, symbol="T", min=1, max=500, step=1,
                                 help="iterations between recomputing the target P on the whole data")
     tol: float = knob(0.001, symbol="tol", min=0.0, max=0.01, step=0.0005,
-                      help="stop when fewer than this fraction of labels change between target updates")
+                      help="stop when fewer than this fraction of labels change between target updates", limits=BELOW_ONE)
     max_iter: int = knob(20000, min=1000, max=20000, step=1000, help="cap on clustering iterations")
     lr: float = knob(0.01, symbol="lr", min=1e-4, max=0.1, log=True, help="SGD learning rate of the clustering phase")
-    momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum of the clustering phase")
+    momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum of the clustering phase", limits=BELOW_ONE)
 
 
 class DEC(AutoencoderMethod):

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.config import knob
+from core.config import BELOW_ONE, Limits, knob
 from core.data import BUILTIN_SIZES, builtin_side, small_builtin
 from core.losses import student_t_assign
 from core.metrics import COLLAPSE_SHARE, largest_share
@@ -181,7 +181,7 @@ class DECSConfig(AutoencoderConfig):
     auto_threshold: bool = knob(True, choices=(True, False),
                                 help="threshold t by Otsu on each batch's q (on) or the manual t below (off)")
     threshold: float = knob(0.2, symbol="t", min=0.05, max=0.95, step=0.01,
-                            help="manual determinacy threshold, used when auto_threshold is off")
+                            help="manual determinacy threshold, used when auto_threshold is off", limits=Limits(0, 1, low_open=True, high_open=True))
     p: int = knob(1, symbol="p", choices=(1, 2),
                   help="determinacy exponent: 1 official code (|q−t| scaled), 2 third-party/probable paper form")
     rho: float = knob(1.0, symbol="ρ", choices=(0.0, 1.0),
@@ -198,7 +198,7 @@ class DECSConfig(AutoencoderConfig):
     update_interval: int = knob(30, symbol="U", min=10, max=500, step=10,
                                 help="iterations between label-change checks (only used when tol > 0)")
     tol: float = knob(0.0, symbol="tol", min=0.0, max=0.01, step=0.0005,
-                      help="0: run all iterations as the official code; above 0, stop when fewer labels change")
+                      help="0: run all iterations as the official code; above 0, stop when fewer labels change", limits=BELOW_ONE)
 
 
 def cluster_epochs(dataset: str, iterations: int = 20000, batch_size: int = 256) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.config import knob
+from core.config import BELOW_ONE, NON_NEGATIVE, knob
 from core.losses import reconstruction_loss
 from core.methods.dec import DEC, DECConfig
 from core.models import adam
@@ -12,10 +12,10 @@ from core.models import adam
 @dataclass(frozen=True)
 class IDECConfig(DECConfig):
     gamma: float = knob(0.1, symbol="γ", min=0.01, max=1.0, log=True,
-                        help="weight of the clustering KL against the reconstruction (IDEC)")
+                        help="weight of the clustering KL against the reconstruction (IDEC)", limits=NON_NEGATIVE)
     optimizer_name: str = knob("adam", choices=("adam", "sgd"), help="optimizer of the clustering phase")
     lr: float = knob(1e-3, symbol="lr", min=1e-4, max=0.1, log=True, help="learning rate of the clustering phase")
-    momentum: float = knob(0.99, min=0.0, max=0.99, step=0.01, help="SGD momentum (optimizer sgd only)")
+    momentum: float = knob(0.99, min=0.0, max=0.99, step=0.01, help="SGD momentum (optimizer sgd only)", limits=BELOW_ONE)
 
 
 class IDEC(DEC):

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.config import Config, knob
+from core.config import BELOW_ONE, FRACTION, NON_NEGATIVE, Config, Limits, knob
 from core.data import small_builtin
 from core.methods.base import Method
 from core.models import recalibrate_batch_norm
@@ -370,7 +370,7 @@ class SeCuConfig(Config):
                                 "entropy of the size distribution (SeCu-Entropy)")
     gamma: float = knob(0.9, symbol="γ", min=0.0, max=1.0, step=0.05,
                         help="size lower-bound ratio: every cluster keeps ≥ γN/K members (size constraint; "
-                             "keep γ ≤ K × the smallest class share)")
+                             "keep γ ≤ K × the smallest class share)", limits=FRACTION)
     eta: float = knob(0.1, symbol="η", min=0.01, max=1.0, log=True,
                       help="step size of the online dual ascent on the size bound (size constraint)")
     alpha: float = knob(0.12, symbol="α/N", min=0.0, max=0.5, step=0.01,
@@ -378,7 +378,7 @@ class SeCuConfig(Config):
                              "CIFAR-10's α = 6000 is 0.12 N)")
     tau: float = knob(0.2, symbol="τ", min=0.0, max=1.0, step=0.05,
                       help="weight of the previous epoch's one-hot label in the soft target of L_x "
-                           "(β has no counterpart in SeCu)")
+                           "(β has no counterpart in SeCu)", limits=FRACTION)
     lambda_x: float = knob(0.05, symbol="λₓ", min=0.02, max=0.5, log=True,
                            help="temperature of the representation loss L_x")
     lambda_w: float = knob(0.05, symbol="λ_w", min=0.02, max=1.0, log=True,
@@ -392,18 +392,18 @@ class SeCuConfig(Config):
     views: str = knob("affine", choices=("affine", "crop-colour"),
                       help="affine + noise views for digits (no flips) or the paper's crop/colour/blur views")
     rotation: float = knob(15.0, min=0.0, max=45.0, step=1.0, help="largest rotation of an affine view (degrees)")
-    scale: float = knob(0.15, min=0.0, max=0.4, step=0.01, help="largest zoom in or out of an affine view")
-    shift: float = knob(0.12, min=0.0, max=0.3, step=0.01, help="largest translation of an affine view (of the side)")
+    scale: float = knob(0.15, min=0.0, max=0.4, step=0.01, help="largest zoom in or out of an affine view", limits=BELOW_ONE)
+    shift: float = knob(0.12, min=0.0, max=0.3, step=0.01, help="largest translation of an affine view (of the side)", limits=FRACTION)
     noise: float = knob(0.1, symbol="σ", min=0.0, max=0.3, step=0.01, help="Gaussian pixel noise of an affine view")
     erase_prob: float = knob(0.0, min=0.0, max=1.0, step=0.05,
-                             help="probability of erasing a quarter-side square in an affine view")
+                             help="probability of erasing a quarter-side square in an affine view", limits=FRACTION)
     min_crop: float = knob(0.3, min=0.08, max=1.0, step=0.01,
-                           help="smallest crop area of a crop-colour view (CIFAR-10 0.3, CIFAR-100/STL 0.2)")
+                           help="smallest crop area of a crop-colour view (CIFAR-10 0.3, CIFAR-100/STL 0.2)", limits=Limits(0, 1, low_open=True))
     lr: float = knob(0.1, symbol="lr", min=0.01, max=0.5, log=True, help="peak SGD learning rate of the encoder")
     centre_lr: float = knob(1.2, min=0.01, max=2.0, log=True, help="constant SGD learning rate of the centres")
-    momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum (encoder and centres)")
+    momentum: float = knob(0.9, min=0.0, max=0.99, step=0.01, help="SGD momentum (encoder and centres)", limits=BELOW_ONE)
     weight_decay: float = knob(1e-4, min=1e-6, max=1e-3, log=True,
-                               help="SGD weight decay, on the centres too (they are re-normalised before use)")
+                               help="SGD weight decay, on the centres too (they are re-normalised before use)", limits=NON_NEGATIVE)
     recalibrate_bn: bool = knob(True, help="before each evaluation, set the BN statistics to their exact values "
                                            "on clean images (off: the EMA over augmented training views)")
     warmup_epochs: int = knob(2, min=0, max=20, step=1,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.config import Config, knob
+from core.config import NON_NEGATIVE, Config, ConfigError, knob
 from core.methods import get_method
 
 
@@ -11,7 +11,7 @@ from core.methods import get_method
 class TrainerConfig(Config):
     batch_size: int = knob(256, symbol="B", min=32, max=1024, step=32, help="samples per optimisation step")
     pretrain_epochs: int = knob(50, min=0, max=500, step=5, help="epochs of autoencoder pretraining")
-    epochs: int = knob(200, min=1, max=2000, step=1,
+    epochs: int = knob(200, min=1, max=2000, step=1, limits=NON_NEGATIVE,  # 0: the ablations' "pretraining only"
                        help="epochs of the clustering phase (a method may stop earlier when it converges)")
     snapshot_size: int = knob(3000, min=200, max=10000, step=100,
                               help="latent codes saved per epoch for Explore (the same random samples every epoch)")
@@ -33,6 +33,15 @@ class RunConfig:
     def __post_init__(self):
         if self.params is None:
             object.__setattr__(self, "params", get_method(self.method).Config())
+        if self.n_clusters is not None and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int)
+                                            or self.n_clusters < 2):
+            raise ConfigError(f"n_clusters={self.n_clusters!r}: clustering needs K ≥ 2 clusters")
+
+    def check_samples(self, n_samples: int, n_classes: int | None = None) -> None:
+        """Refuse a data set of fewer than 2·K samples (K: ``n_clusters``, else the classes, else 10)."""
+        k = self.n_clusters or n_classes or 10
+        if n_samples < 2 * k:
+            raise ConfigError(f"the data has {n_samples} samples; clustering into K={k} needs at least {2 * k}")
 
     @classmethod
     def build(cls, method: str, data: str = "digits", seed: int = 0, preset: str | None = None,
@@ -46,14 +55,14 @@ class RunConfig:
         if preset:
             presets = method_cls.presets(data)
             if preset not in presets:
-                raise ValueError(f"{method} has no preset {preset!r}; choose from {', '.join(presets)}")
+                raise ConfigError(f"{method} has no preset {preset!r}; choose from {', '.join(presets)}")
             values.update(presets[preset])
         values.update(overrides or {})
         trainer_names = TrainerConfig().field_names()
         method_names = method_cls.Config().field_names()
         unknown = set(values) - trainer_names - method_names
         if unknown:
-            raise ValueError(f"unknown setting(s) {sorted(unknown)} for {method}; "
+            raise ConfigError(f"unknown setting(s) {sorted(unknown)} for {method}; "
                              f"known: {', '.join(sorted(trainer_names | method_names))}")
         trainer = TrainerConfig.from_dict({k: v for k, v in values.items() if k in trainer_names})
         params = method_cls.Config.from_dict({k: v for k, v in values.items() if k in method_names})

@@ -76,6 +76,7 @@ class Trainer:
         self.stop_event = stop_event or threading.Event()
         self.cache = cache or AutoencoderCache()
         self.device = resolve_device(config.device)
+        config.check_samples(len(dataset), dataset.n_classes)
         self.n_clusters = config.n_clusters or dataset.n_classes or 10
         method_cls: type[Method] = get_method(config.method)
         self.method = method_cls(config.params, self.n_clusters, config.seed)
