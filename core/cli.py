@@ -10,9 +10,10 @@ import threading
 from pathlib import Path
 
 from core.config import parse_overrides
-from core.data import load_dataset
+from core.data import DataError, load_dataset
 from core.methods import REGISTRY
 from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id
+from core.storage import LockHeld
 from core.train import RunConfig, Trainer, TrainerConfig
 
 
@@ -81,18 +82,35 @@ def _train(args, parser) -> int:
         config = RunConfig.from_dict(store.read_config())
         trainer = Trainer(config, load_dataset(config.data), store, callbacks, stop)
     except ValueError as err:  # DataError and ConfigError: a sentence for the person, no traceback
-        store.write_status("failed", reason=str(err))
+        try:
+            with store.writer():
+                store.write_status("failed", reason=str(err))
+        except LockHeld as held:
+            return _busy(store, held)
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"run {store.id} → {store.path}", file=sys.stderr)
-    last = trainer.run(resume=resume)
+    try:
+        last = trainer.run(resume=resume)
+    except LockHeld as held:
+        return _busy(store, held)
+    except DataError as err:  # resumed on other data: the run itself is intact
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     status = store.read_status()
     summary = {k: round(v, 4) for k, v in last.items() if k in ("acc", "nmi", "ari") and v == v}
     print(f"\n{status['state']}: {status.get('reason', '')} {json.dumps(summary)}", file=sys.stderr)
     return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _busy(store: RunStore, held: LockHeld) -> int:
+    """A second trainer on a run: refused, the run's folder untouched."""
+    print(f"error: run {store.id} is being trained by process {held.pid or '(unknown)'}; a run has one writer. "
+          "Stop it first (Stop in the app, or kill that process), then resume.", file=sys.stderr)
+    return 3
 
 
 class ProgressBar:

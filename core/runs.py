@@ -11,6 +11,7 @@
               assignments.npz    final labels and confidence for every sample
               frames/<kind>/epoch_NNNN.npz   2-D projections (written by core.embed)
               STOP               present when a stop was requested
+              writer.lock        locked by the one process training the run (its pid inside)
 
 One process writes a run (the trainer); every file is replaced atomically, so readers never see half
 of one. Readers never write, except ``request_stop`` and the projector's frames.
@@ -29,10 +30,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.storage import (atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, partial_writes,
-                          read_json)
+from core.storage import (atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, file_lock,
+                          partial_writes, read_json)
 
 ACTIVE_STATES = ("queued", "running")
+WRITER_LOCK = "writer.lock"  # held by the training process for its whole life
 
 
 def default_runs_dir() -> Path:
@@ -161,8 +163,14 @@ class RunStore:
     def save_checkpoint(self, state: dict) -> None:
         atomic_torch_save(self.path / "checkpoints" / "last.pt", state)
 
+    def writer(self):
+        """The run's writer lock, a context manager: one training process per run. Refused at once
+        (``LockHeld``, with the holder's pid) while another process holds it; released when the holder exits,
+        even by ``kill -9``."""
+        return file_lock(self.path / WRITER_LOCK, blocking=False)
+
     def discard_partial_writes(self) -> None:
-        """Delete what a killed training process left half-written (before it resumes)."""
+        """Delete what a killed training process left half-written (before it resumes; under ``writer``)."""
         for path in partial_writes(self.path):
             path.unlink(missing_ok=True)
 

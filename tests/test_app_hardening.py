@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,8 +71,6 @@ def test_a_single_class_upload_is_refused_and_train_does_not_break_on_it(app, tm
 
 
 def test_the_server_listens_on_this_machine_only_and_hides_error_details():
-    import tomllib
-    from pathlib import Path
     settings = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
     assert settings["server"]["address"] == "127.0.0.1"
     assert settings["client"]["showErrorDetails"] == "none"

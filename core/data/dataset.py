@@ -38,10 +38,15 @@ class ImageDataset:
         return None if self.y is None else len(np.unique(self.y))
 
     def fingerprint(self) -> str:
-        """A content hash: what the pretrained-autoencoder cache is keyed by."""
+        """A hash of the content (images, labels, class names): the name an upload is stored under, what a run
+        records so that resuming it on other data is refused, and what the pretrained-autoencoder cache is
+        keyed by."""
         digest = hashlib.sha256()
         digest.update(str(self.x.shape).encode())
         digest.update(np.ascontiguousarray(self.x).tobytes())
+        if self.y is not None:
+            digest.update(np.ascontiguousarray(self.y).tobytes())
+            digest.update("\0".join(self.class_names).encode())
         return digest.hexdigest()[:16]
 
 

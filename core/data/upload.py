@@ -60,8 +60,15 @@ def read_upload(filename: str, data: bytes, n_clusters: int = 10, limits: Upload
 
 
 def save_upload(dataset: ImageDataset, folder: Path | None = None) -> Path:
-    """Write an accepted upload as an npz in the common format; returns the path to train on."""
-    path = (folder or cache_dir() / "uploads") / f"{dataset.name}.npz"
+    """Write an accepted upload as an npz in the common format; returns the path to train on.
+
+    Stored by content: ``<name>-<fingerprint>.npz``, the uploaded file's cleaned name a label only. A second
+    upload of the same name with other content is another file, so it never changes the data of runs
+    trained on the first; the same content again is the same file.
+    """
+    path = (folder or cache_dir() / "uploads") / f"{dataset.name}-{dataset.fingerprint()}.npz"
+    if path.is_file():
+        return path
     images = np.round(dataset.x * 255).astype(np.uint8)  # (N, C, H, W)
     images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
     arrays = {"x": images}
