@@ -209,7 +209,8 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     # A second tab without ?run= lists the run in its sidebar, but does not take it over.
     other = page.context.new_page()
     other.goto(f"{url}/train")
-    other.get_by_test_id("stSidebar").get_by_text(store.id).wait_for()
+    other.get_by_test_id("stSidebar").get_by_text(store.id, exact=True).first.wait_for()
+    screenshot(other, "second_tab")
     assert other.get_by_role("button", name="Start", exact=True).is_enabled()
     assert other.get_by_role("button", name="Stop", exact=True).is_disabled()
     other.close()
