@@ -15,6 +15,7 @@ from PIL import Image
 
 from core.data import DataError, UploadLimits, load_dataset, read_upload
 from core.data import builtin, upload
+from core.data.dataset import label_classes
 
 
 def _npz(**arrays) -> bytes:
@@ -186,3 +187,11 @@ def test_test_only_without_is_test_names_the_file(tmp_path):
     path.write_bytes(_npz(x=np.zeros((4, 8, 8), np.uint8)))
     with pytest.raises(DataError, match="plain.npz has no 'is_test'"):
         builtin.read_npz(path, "plain", test_only=True)
+
+
+@pytest.mark.parametrize("labels, classes", [(np.array([2, 1, 2, 1], dtype=object), ["1", "2"]),
+                                             (np.array(["b", "a", "b", "a"], dtype=object), ["a", "b"])])
+def test_labels_as_python_objects_take_the_type_their_values_share(labels, classes):
+    assert label_classes(labels, 4)[1] == classes
+    with pytest.raises(DataError, match="numbers or strings"):
+        label_classes(np.array([None, 1, None, 1], dtype=object), 4)

@@ -92,6 +92,8 @@ def label_classes(labels, n_images: int, class_names=None) -> tuple[np.ndarray, 
         labels = labels[:, 0]
     if labels.shape != (n_images,):
         raise DataError(f"y must hold one label per image, shape ({n_images},); got {labels.shape}")
+    if labels.dtype == object:  # Python objects (e.g. from pandas): the dtype their values share, if any
+        labels = np.asarray(labels.tolist())
     if labels.dtype.kind not in "biufUS":
         raise DataError(f"labels must be numbers or strings, got {labels.dtype}")
     if labels.dtype.kind == "S":
