@@ -1,6 +1,6 @@
 """ClusterLab: train deep clustering methods and watch them learn.
 
-Start with ``streamlit run app.py``. This file only routes: it registers the four pages, draws the
+Start with ``streamlit run app.py``. This file only routes: it registers the five pages, draws the
 sidebar (the device, the followed run) and starts the background projector, whose UMAP warm-up
 then runs while the user is still choosing data.
 """
@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path=TRAIN_URL),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
+    st.Page("pages/sweep.py", title="Sweep", icon=":material/grid_on:", url_path="sweep"),
 ]
 SIDEBAR_INTERVAL_S = 5.0  # a glance; the Train page has the detailed, faster panel
 

@@ -1,4 +1,4 @@
-"""``python -m core``: train a method, list runs, list methods and their knobs."""
+"""``python -m core``: train a method, sweep a grid of knobs, list runs and sweeps, list methods and their knobs."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,11 @@ from pathlib import Path
 from core.config import parse_overrides
 from core.data import DataError, load_dataset
 from core.methods import REGISTRY
-from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id
+from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id, run_path
 from core.storage import LockHeld
+from core.sweep import (SweepProgress, SweepSpec, SweepStore, create_sweep, default_sweeps_dir, grid_values,
+                        list_sweeps, parse_grid, run_sweep, sweep_table)
+from core.sweep.spec import BACKENDS
 from core.train import RunConfig, Trainer, TrainerConfig
 
 
@@ -39,6 +42,31 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--resume", metavar="ID", help="continue a stopped or killed run from its last checkpoint")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sweep = commands.add_parser("sweep", help="train a grid of knob values × seeds, each trial an ordinary run")
+    sweep.add_argument("--method", default="idec", choices=sorted(REGISTRY))
+    sweep.add_argument("--data", default="digits", help="built-in name or path to an .npz")
+    sweep.add_argument("--preset")
+    sweep.add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2,…",
+                       help="a knob and its values (repeatable, one per knob); NAME alone: 5 values across its range")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0])
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                       help="a knob fixed for every trial (repeatable)")
+    sweep.add_argument("--clusters", type=int)
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--workers", type=int, help="trials at a time (default: one per GPU, or per two CPU cores; "
+                       "with Ray, per free slot)")
+    sweep.add_argument("--backend", default="local", choices=BACKENDS)
+    sweep.add_argument("--address", help="Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
+    sweep.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs a Ray task reserves")
+    sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs a Ray task reserves")
+    sweep.add_argument("--runs-dir", type=Path, default=None, help="default $CLUSTERLAB_RUNS or ./runs")
+    sweep.add_argument("--sweeps-dir", type=Path, default=None, help="default $CLUSTERLAB_SWEEPS or ./sweeps")
+    sweep.add_argument("--resume", metavar="ID", help="continue a stopped sweep: finished trials are skipped")
+    sweep.add_argument("--sweep-dir", type=Path, help="run the sweep already written in this directory")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweeps = commands.add_parser("sweeps", help="list sweeps")
+    sweeps.add_argument("--sweeps-dir", type=Path, default=None)
+
     runs = commands.add_parser("runs", help="list runs")
     runs.add_argument("--runs-dir", type=Path, default=None)
     commands.add_parser("methods", help="list methods and their knobs")
@@ -51,7 +79,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "methods":
         print(describe_methods())
         return 0
+    if args.command == "sweeps":
+        print(list_sweeps(args.sweeps_dir).to_string(index=False))
+        return 0
+    if args.command == "sweep":
+        return _sweep(args, parser)
     return _train(args, parser)
+
+
+def _sweep(args, parser) -> int:
+    sweeps_dir = args.sweeps_dir or default_sweeps_dir()
+    if args.resume or args.sweep_dir:
+        try:
+            store = SweepStore(args.sweep_dir or run_path(sweeps_dir, args.resume))  # a sweep id: one folder name
+        except RunIdError as err:
+            parser.error(str(err))
+        if not store.read_manifest():
+            parser.error(f"no sweep in {store.path}")
+        if args.resume:
+            store.clear_stop()
+    else:
+        grid = {}
+        try:
+            for text in args.grid:
+                name, values = parse_grid(text)
+                grid[name] = values or grid_values(args.method, name)
+            spec = SweepSpec(args.method, args.data, args.preset, parse_overrides(args.overrides), grid, args.seeds,
+                             args.workers, args.backend, args.address, args.clusters, args.device,
+                             args.cpus_per_trial, args.gpus_per_trial)
+            store = create_sweep(spec, sweeps_dir, args.runs_dir)
+        except ValueError as err:
+            parser.error(str(err))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"sweep {store.id} → {store.path}", file=sys.stderr)
+    state = run_sweep(store, progress=None if args.quiet else SweepProgressBar(), stop_event=stop)
+    print(f"\n{state}", file=sys.stderr)
+    if not args.quiet:
+        print(sweep_table(store).to_string(index=False))
+    return 0
 
 
 def _train(args, parser) -> int:
@@ -139,6 +206,23 @@ class ProgressBar:
         self.stream.write(("\r" + line) if terminal else line + "\n")
         self.stream.flush()
         self.phase = event["phase"]
+
+
+class SweepProgressBar:
+    """One line per change on a pipe, a redrawn line on a terminal: trials done / running / failed, ETA."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+
+    def __call__(self, progress: SweepProgress) -> None:
+        width = 24
+        filled = int(width * (progress.done + progress.failed) / max(progress.total, 1))
+        eta = progress.eta_seconds
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {progress.done + progress.failed}/{progress.total} trials  "
+                f"done {progress.done}  running {progress.running}  failed {progress.failed}  "
+                f"ETA {'?' if eta is None else _duration(eta)}")
+        self.stream.write(("\r" + line) if self.stream.isatty() else line + "\n")
+        self.stream.flush()
 
 
 def _duration(seconds: float) -> str:

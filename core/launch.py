@@ -16,9 +16,11 @@ import datetime as dt
 import logging
 import math
 import os
+import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,19 +62,28 @@ def start_run(config: RunConfig | dict, runs_dir: str | os.PathLike | None = Non
     runs_dir = Path(runs_dir) if runs_dir else default_runs_dir()
     run_id = run_id or new_run_id(values["method"], str(values.get("data", "digits")), int(values.get("seed", 0)))
     store = RunStore.create(runs_dir.resolve(), run_id, values)
-    command = [sys.executable, "-m", "core", "train", "--run-dir", str(store.path), "--quiet"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    with open(store.path / LOG_NAME, "ab") as log_file:
-        # start_new_session: the run gets its own process group, so a Ctrl-C in the terminal that
-        # runs the app, or the app's exit, does not stop it.
+    process = spawn([sys.executable, "-m", "core", "train", "--run-dir", str(store.path), "--quiet"], store.path)
+    log.info("started run %s (pid %d)", store.id, process.pid)
+    return store
+
+
+def spawn(command: list[str], folder: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start ``command`` in its own session with this checkout importable, its output appended to
+    ``folder/log.txt`` and its pid written to ``folder/launch.json``.
+
+    ``start_new_session``: the process gets its own process group, so a Ctrl-C in the terminal that
+    runs the app, or the app's exit, does not stop it.
+    """
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    with open(folder / LOG_NAME, "ab") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=env)
     with _children_lock:
         _children[process.pid] = process
-    atomic_write_json(store.path / LAUNCH_NAME, {"pid": process.pid, "command": command,
-                                                 "launched": dt.datetime.now().isoformat(timespec="seconds")})
-    log.info("started run %s (pid %d)", store.id, process.pid)
-    return store
+    atomic_write_json(folder / LAUNCH_NAME, {"pid": process.pid, "command": command,
+                                            "launched": dt.datetime.now().isoformat(timespec="seconds")})
+    return process
 
 
 def stop_run(store: RunStore) -> bool:
@@ -116,10 +127,18 @@ def run_pid(store: RunStore, status: dict | None = None) -> int | None:
 def run_state(store: RunStore, status: dict | None = None) -> str:
     """The status' state, or ``died`` when it claims to be active but its process is gone."""
     status = store.read_status() if status is None else status
-    state = status.get("state", "unknown")
-    if state in ACTIVE_STATES:
-        pid = run_pid(store, status)
-        if pid is not None and not is_alive(pid):
+    return state_with_process(status.get("state", "unknown"), lambda: run_pid(store, status), status.get("host"))
+
+
+def state_with_process(state: str, pid: Callable[[], int | None], host: str | None = None) -> str:
+    """``state``, or ``died`` when it claims to be active (queued, running) but process ``pid()`` is gone.
+
+    A process on another machine (``host``: a Ray node writing to shared storage) cannot be checked
+    from here; its state is taken as written.
+    """
+    if state in ACTIVE_STATES and host in (None, socket.gethostname()):
+        process = pid()
+        if process is not None and not is_alive(process):
             return "died"
     return state
 

@@ -75,8 +75,13 @@ def data_token(data: str) -> str:
 
 
 def new_run_id(method: str, data: str, seed: int) -> str:
+    return stamped_id(method, data, f"s{int(seed)}")
+
+
+def stamped_id(method: str, data: str, tag: str) -> str:
+    """``<date>-<time>-<method>-<data>-<tag>-<4 hex>``: sorts by start time, and says what it holds."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{data_token(method)}-{data_token(data)}-s{int(seed)}-{secrets.token_hex(2)}"
+    return f"{stamp}-{data_token(method)}-{data_token(data)}-{tag}-{secrets.token_hex(2)}"
 
 
 class RunStore:
@@ -127,6 +132,9 @@ class RunStore:
 
     def stop_requested(self) -> bool:
         return (self.path / "STOP").exists()
+
+    def clear_stop(self) -> None:
+        (self.path / "STOP").unlink(missing_ok=True)
 
     # -- metrics ----------------------------------------------------------------------------------
     def write_metrics(self, rows: list[dict]) -> None:

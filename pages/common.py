@@ -26,6 +26,7 @@ ACTIVE_RUN = "active_run"      # id of the run the Train page and the sidebar fo
 EXPLORE_RUN = "explore.run"    # id of the run shown on Explore
 TRAIN_CONFIG = "train.config"  # the RunConfig dict the Train page's widgets currently describe
 RUN_QUERY = "run"              # ?run=<id> in the URL: a reload re-attaches to the same run
+SWEEP_CELL = "runs.sweep_cell" # {sweep, label, runs}: the sweep cell whose runs the Runs page shows
 
 DEFAULT_DATA = "digits"
 APP_SCRIPT = Path(__file__).resolve().parents[1] / "app.py"
@@ -117,8 +118,9 @@ def remember(widget, key: str, default, **kwargs):
     if key not in st.session_state or st.session_state.get(drawn_default, default) != default:
         st.session_state[key] = shown_value(key, default)
     st.session_state[drawn_default] = default
-    options = kwargs.get("options")
-    if options is not None and st.session_state[key] is not None and st.session_state[key] not in list(options):
+    options, value = kwargs.get("options"), st.session_state[key]
+    chosen = value if isinstance(value, (list, tuple)) else [value]  # a multiselect's or a range slider's values
+    if options is not None and value is not None and any(v not in list(options) for v in chosen):
         st.session_state[key] = default  # the options changed under it, e.g. a preset of the method chosen before
     value = widget(key=key, **kwargs)
     st.session_state[f"_{key}"] = value

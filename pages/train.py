@@ -37,19 +37,19 @@ HIDDEN_WITHOUT_PHASE = {"pretrain_epochs": "pretrain", "epochs": "cluster", "bat
 
 
 # -- ui -------------------------------------------------------------------------------------------
-def method_ui() -> str:
+def method_ui(key: str = "train.method") -> str:
     """The registry name of the chosen method (IDEC first time)."""
     names = list(REGISTRY)
-    return common.remember(st.selectbox, "train.method", "idec" if "idec" in names else names[0],
+    return common.remember(st.selectbox, key, "idec" if "idec" in names else names[0],
                            label="Method", options=names, format_func=lambda n: REGISTRY[n].title)
 
 
-def preset_ui(method: str, data: str) -> str | None:
+def preset_ui(method: str, data: str, key: str = "train.preset") -> str | None:
     """One of the method's presets for this data set (``fast`` first time), or None: its defaults."""
     presets = REGISTRY[method].presets(data)
     usual = [name for name in ("fast", "cpu", "paper") if name in presets]
     options = [*usual, *(name for name in presets if name not in usual), ""]
-    preset = common.remember(st.segmented_control, "train.preset", "fast", label="Preset", options=options,
+    preset = common.remember(st.segmented_control, key, "fast", label="Preset", options=options,
                              format_func=lambda name: PRESET_LABELS.get(name, name),
                              help="fast demo: short, for a class on a laptop · CPU budget: the benchmarks' "
                                   "budget on 2 CPU cores · paper: the published settings")

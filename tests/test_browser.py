@@ -20,6 +20,7 @@ import pytest
 
 from core.launch import is_alive
 from core.runs import RunStore
+from core.sweep import SweepStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CLUSTERLAB_CHROMIUM", "/usr/bin/chromium"))
@@ -70,11 +71,12 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> N
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """``streamlit run app.py`` on a free port; stops it, and any run it started, afterwards."""
+    """``streamlit run app.py`` on a free port; stops it, and any sweep or run it started, afterwards."""
     folder = tmp_path_factory.mktemp("browser")
     runs = folder / "runs"
     port = _free_port()
     env = {**os.environ, "CLUSTERLAB_RUNS": str(runs), "CLUSTERLAB_CACHE": str(folder / "cache"),
+           "CLUSTERLAB_SWEEPS": str(folder / "sweeps"),
            # this test never shows UMAP: its numba warm-up would only compete with training for the CPU
            "CLUSTERLAB_UMAP_WARMUP": "0", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -88,6 +90,11 @@ def app_url(tmp_path_factory):
         _wait_healthy(url, process)
         yield url, runs
     finally:
+        for manifest in (folder / "sweeps").glob("*/sweep.json"):  # first the schedulers, which start runs
+            sweep = SweepStore(manifest.parent)
+            sweep.request_stop()
+            if is_alive(sweep.pid()):
+                os.kill(sweep.pid(), signal.SIGTERM)
         for config in runs.glob("*/config.json"):  # training runs live on after the app: stop them here
             store = RunStore(config.parent)
             pid = store.read_status().get("pid")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +53,15 @@ def test_a_run_whose_process_died_shows_as_died(synthetic_run, tmp_path):
     progress = run_progress(synthetic_run)
     assert progress.state == "died" and not progress.active and progress.reason
     assert active_run_ids(tmp_path / "runs") == []
+
+
+def test_a_run_on_another_host_is_taken_at_its_word(synthetic_run):
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    synthetic_run.write_status("running", pid=finished.pid, host="another-node-of-the-cluster")
+    assert run_state(synthetic_run) == "running"  # its pid means nothing here
+    synthetic_run.write_status("running", pid=finished.pid, host=socket.gethostname())
+    assert run_state(synthetic_run) == "died"
 
 
 def test_is_alive():

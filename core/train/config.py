@@ -27,6 +27,7 @@ class RunConfig:
     device: str = "auto"
     n_clusters: int | None = None  # None: the number of classes, or 10 for unlabelled data
     preset: str | None = None
+    sweep: str | None = None  # the id of the sweep this run is a trial of
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     params: Config | None = None
 
@@ -70,13 +71,13 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {"method": self.method, "data": self.data, "seed": self.seed, "device": self.device,
-                "n_clusters": self.n_clusters, "preset": self.preset,
+                "n_clusters": self.n_clusters, "preset": self.preset, "sweep": self.sweep,
                 "trainer": self.trainer.to_dict(), "params": self.params.to_dict()}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
         return cls(method=values["method"], data=values.get("data", "digits"), seed=int(values.get("seed", 0)),
                    device=values.get("device", "auto"), n_clusters=values.get("n_clusters"),
-                   preset=values.get("preset"),
+                   preset=values.get("preset"), sweep=values.get("sweep"),
                    trainer=TrainerConfig.from_dict(values.get("trainer", {})),
                    params=get_method(values["method"]).Config.from_dict(values.get("params", {})))

@@ -9,11 +9,13 @@ Nothing in this file knows a particular method.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,13 +31,15 @@ from core.metrics import evaluate
 from core.models import prefer_channels_last
 from core.repro import describe_device, library_versions, resolve_device, seed_everything
 from core.runs import RunStore
-from core.train.cache import AutoencoderCache
+from core.storage import LockHeld, file_lock
+from core.train.cache import AutoencoderCache, pretrain_signature
 from core.train.config import RunConfig
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[dict], "bool | None"]
 STATUS_INTERVAL_S = 2.0
+LOCK_POLL_S = 0.5
 
 
 class StopTraining(Exception):
@@ -92,7 +96,8 @@ class Trainer:
 
         A run has one writer: its lock (``RunStore.writer``) is held for the whole training, and a second
         trainer on the same run raises ``LockHeld`` before it touches anything. A resume refuses data other
-        than the run's (``DataError``), then deletes what a killed writer left half-written.
+        than the run's (``DataError``), then deletes what a killed writer left half-written and the stop
+        request that ended the run.
         """
         with self.store.writer():
             return self._train(resume)
@@ -106,12 +111,14 @@ class Trainer:
         if resume:
             self._check_same_data()
             self.store.discard_partial_writes()
+            self.store.clear_stop()  # the stop that ended it was acted on
         checkpoint = self.store.load_checkpoint(map_location=self.device) if resume else None
         if checkpoint:
             position, optimizer = self._restore(checkpoint, generator)
         else:
             self._start_fresh()
-        self.store.write_status("running", pid=os.getpid(), started=self.store.read_status().get("started") or _now(),
+        self.store.write_status("running", pid=os.getpid(), host=socket.gethostname(),
+                                started=self.store.read_status().get("started") or _now(),
                                 total_epochs=self._total_epochs(), reason="")
         self._t0 = time.perf_counter() - position.elapsed
         try:
@@ -152,10 +159,17 @@ class Trainer:
         n_epochs = self._phase_epochs(phase)
         if n_epochs == 0:
             return True
-        if phase == "pretrain" and position.phase_epoch == 0 and self._load_pretrained():
-            position.epoch += n_epochs
-            self._record(position, phase, {"cached": 1.0}, epoch_time=0.0)
-            return True
+        if phase == "pretrain" and self.method.pretrained_part(self.model) is not None:
+            # One process at a time pretrains a cache entry; one that waited finds it in the cache.
+            with self._cache_entry_lock(position):
+                if position.phase_epoch == 0 and self._load_pretrained():
+                    position.epoch += n_epochs
+                    self._record(position, phase, {"cached": 1.0}, epoch_time=0.0)
+                    return True
+                return self._train_epochs(phase, position, optimizer, generator, n_epochs)
+        return self._train_epochs(phase, position, optimizer, generator, n_epochs)
+
+    def _train_epochs(self, phase: str, position: _Position, optimizer, generator, n_epochs: int) -> bool:
         step_fn = self.method.pretrain_step if phase == "pretrain" else (
             lambda model, batch: self.method.training_step(model, batch, phase))
         n = len(self.x)
@@ -317,9 +331,8 @@ class Trainer:
     @functools.cached_property
     def pretrain_key(self) -> dict:
         """What identifies this run's pretrained autoencoder in the cache."""
-        return {"data": self.data_fingerprint, "shape": list(self.dataset.shape), "seed": self.config.seed,
-                "epochs": self.config.trainer.pretrain_epochs, "batch_size": self.config.trainer.batch_size,
-                **self.method.pretrain_signature()}
+        return {"data": self.data_fingerprint, "shape": list(self.dataset.shape),
+                **pretrain_signature(self.config, self.n_clusters)}
 
     def _load_pretrained(self) -> bool:
         part = self.method.pretrained_part(self.model)
@@ -331,6 +344,23 @@ class Trainer:
         part.load_state_dict(state)
         log.info("pretrained autoencoder loaded from the cache")
         return True
+
+    @contextlib.contextmanager
+    def _cache_entry_lock(self, position: _Position):
+        """Hold this run's cache entry lock, waiting (and still obeying a stop) while another process holds it."""
+        path = self.cache.lock_path(self.pretrain_key)
+        waiting = False
+        while True:
+            try:
+                with file_lock(path, blocking=False):
+                    yield
+                return
+            except LockHeld as held:
+                if not waiting:
+                    log.info("waiting for process %s, which pretrains the same autoencoder", held.pid)
+                    waiting = True
+                self._check_stop(position, 0, 1, "pretrain")
+                time.sleep(LOCK_POLL_S)
 
     def _save_pretrained(self) -> None:
         part = self.method.pretrained_part(self.model)
