@@ -57,6 +57,12 @@ def test_cli_resume_refuses_an_id_that_leaves_the_runs_folder(tmp_path, capsys):
     assert sorted(p.name for p in victim.path.iterdir()) == before
 
 
+def test_cli_sweep_resume_refuses_an_id_that_leaves_the_sweeps_folder(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["sweep", "--resume", "../elsewhere"])
+    assert exit_.value.code == 2 and "is not a run id" in capsys.readouterr().err
+
+
 def test_cli_builds_the_run_id_from_a_cleaned_data_name(tmp_path, monkeypatch):
     import numpy as np
     folder = tmp_path / "x"

@@ -66,6 +66,7 @@ def test_the_trainer_holds_the_writer_lock_for_its_whole_life(digits_200, tmp_pa
 def test_a_second_trainer_is_refused_and_touches_nothing(digits_200, tmp_path, capsys, no_signal_handlers):
     store = _stopped_run(digits_200, tmp_path)
     (store.path / "checkpoints" / ".last.pt.123.tmp").write_bytes(b"the running writer's checkpoint, half-written")
+    store.request_stop()  # asked of the running writer: a second trainer must not clear it
     before = _folder(store)
     with store.writer():  # the first trainer, still training
         assert cli.main(["train", "--resume", store.id, "--quiet"]) == 3
