@@ -11,9 +11,10 @@ import threading
 from pathlib import Path
 
 from core.config import parse_overrides
-from core.data import load_dataset
+from core.data import DataError, load_dataset
 from core.methods import REGISTRY
-from core.runs import RunStore, default_runs_dir, list_runs, new_run_id
+from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id, run_path
+from core.storage import LockHeld
 from core.sweep import (SweepProgress, SweepSpec, SweepStore, create_sweep, default_sweeps_dir, grid_values,
                         list_sweeps, parse_grid, run_sweep, sweep_table)
 from core.sweep.spec import BACKENDS
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(args, parser) -> int:
     sweeps_dir = args.sweeps_dir or default_sweeps_dir()
     if args.resume or args.sweep_dir:
-        store = SweepStore(args.sweep_dir or sweeps_dir / args.resume)
+        try:
+            store = SweepStore(args.sweep_dir or run_path(sweeps_dir, args.resume))  # a sweep id: one folder name
+        except RunIdError as err:
+            parser.error(str(err))
         if not store.read_manifest():
             parser.error(f"no sweep in {store.path}")
         if args.resume:
@@ -125,10 +129,10 @@ def _train(args, parser) -> int:
     runs_dir = args.runs_dir or default_runs_dir()
     resume = False
     if args.resume:
-        store = RunStore(runs_dir / args.resume)
-        if not (store.path / "config.json").exists():
-            parser.error(f"no run {args.resume} in {runs_dir}")
-        store.clear_stop()  # the stop that ended it was acted on
+        try:
+            store = RunStore.open(runs_dir, args.resume)
+        except RunIdError as err:
+            parser.error(str(err))
         resume = True
     elif args.run_dir:
         store = RunStore(args.run_dir)
@@ -149,18 +153,35 @@ def _train(args, parser) -> int:
         config = RunConfig.from_dict(store.read_config())
         trainer = Trainer(config, load_dataset(config.data), store, callbacks, stop)
     except ValueError as err:  # DataError and ConfigError: a sentence for the person, no traceback
-        store.write_status("failed", reason=str(err))
+        try:
+            with store.writer():
+                store.write_status("failed", reason=str(err))
+        except LockHeld as held:
+            return _busy(store, held)
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"run {store.id} → {store.path}", file=sys.stderr)
-    last = trainer.run(resume=resume)
+    try:
+        last = trainer.run(resume=resume)
+    except LockHeld as held:
+        return _busy(store, held)
+    except DataError as err:  # resumed on other data: the run itself is intact
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     status = store.read_status()
     summary = {k: round(v, 4) for k, v in last.items() if k in ("acc", "nmi", "ari") and v == v}
     print(f"\n{status['state']}: {status.get('reason', '')} {json.dumps(summary)}", file=sys.stderr)
     return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _busy(store: RunStore, held: LockHeld) -> int:
+    """A second trainer on a run: refused, the run's folder untouched."""
+    print(f"error: run {store.id} is being trained by process {held.pid or '(unknown)'}; a run has one writer. "
+          "Stop it first (Stop in the app, or kill that process), then resume.", file=sys.stderr)
+    return 3
 
 
 class ProgressBar:

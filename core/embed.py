@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 
-from core.runs import ACTIVE_STATES, RunStore
+from core.runs import ACTIVE_STATES, RunIdError, RunStore, run_path
 from core.storage import atomic_save_npz
 
 log = logging.getLogger(__name__)
@@ -469,7 +469,8 @@ class BackgroundProjector:
 
     def request(self, run_path: str | os.PathLike, kind: str, upto: int | None = None) -> None:
         """Ask for the missing ``kind`` frames of a run up to epoch ``upto``; returns at once."""
-        message = json.dumps({"run": str(Path(run_path).resolve()), "kind": kind, "upto": upto}) + "\n"
+        run_path = Path(run_path).resolve()
+        message = json.dumps({"runs": str(run_path.parent), "run": run_path.name, "kind": kind, "upto": upto}) + "\n"
         with self._lock:
             if not self.alive:
                 log.warning("projector process ended (code %s); starting a new one",
@@ -534,8 +535,8 @@ class _Worker:
         for line in lines:
             try:
                 request = json.loads(line)
-                key = (request["run"], request["kind"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+                key = (str(run_path(request["runs"], request["run"])), request["kind"])
+            except (json.JSONDecodeError, KeyError, TypeError, RunIdError):
                 log.warning("ignoring malformed request %r", line)
                 continue
             with self.condition:

@@ -20,7 +20,7 @@ from core.embed import (KINDS, EpochView, colour_slots, compute_frames, epoch_vi
 from core.gallery import to_display
 from core.launch import run_state
 from core.metrics import aligned_confusion
-from core.runs import ACTIVE_STATES, RunStore, list_runs
+from core.runs import ACTIVE_STATES, RunIdError, RunStore, list_runs
 from pages import charts, common
 
 POLL_INTERVAL_S = 2.0  # while frames are computing or the run is training
@@ -257,8 +257,11 @@ def follow_training_run(run_ids: list[str]) -> str | None:
     run_id = st.session_state.get(common.ACTIVE_RUN)
     if not run_id or not common.shown_value(common.FOLLOW, False):
         return None
-    store = RunStore(common.runs_dir() / run_id)
-    if not store.path.is_dir() or run_state(store) not in ACTIVE_STATES:
+    try:
+        store = common.run_store(run_id)
+    except RunIdError:
+        return None
+    if run_state(store) not in ACTIVE_STATES:
         return None  # a finished run is not followed: the user may pick any run again
     if run_id not in run_ids:
         return run_id
@@ -283,10 +286,10 @@ def render() -> None:
     """The page: run, projection and colour on top; the epoch's picture and details below."""
     st.title("Explore")
     runs = list_runs(common.runs_dir())
-    runs = runs[[bool(RunStore(common.runs_dir() / r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
+    runs = runs[[bool(common.run_store(r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
     waiting = follow_training_run(list(runs["id"]) if len(runs) else [])
     if waiting:
-        wait_for_first_snapshot(RunStore(common.runs_dir() / waiting))
+        wait_for_first_snapshot(common.run_store(waiting))
         return
     if runs.empty:
         st.info("No run with latent snapshots yet. Start one on the **Train** page; its first snapshot appears "
@@ -295,7 +298,7 @@ def render() -> None:
     top = st.columns([2.6, 1.4, 1.4], vertical_alignment="bottom")
     with top[0]:
         run_id = run_ui(runs)
-    store = RunStore(common.runs_dir() / run_id)
+    store = common.run_store(run_id)
     last = store.load_snapshot(store.snapshot_epochs()[-1])
     with top[1]:
         kind = projection_ui()

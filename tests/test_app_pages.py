@@ -34,13 +34,19 @@ def app(monkeypatch):
     monkeypatch.setenv("CLUSTERLAB_UMAP_WARMUP", "0")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    assert not at.exception, at.exception
+    assert_no_error_hidden(at)
     return at
+
+
+def assert_no_error_hidden(at: AppTest) -> None:
+    """Neither an exception nor the sentence that stands for one (``common.unexpected_errors_shown_briefly``)."""
+    assert not at.exception, [e.message for e in at.exception]
+    assert common.UNEXPECTED_ERROR not in [e.value for e in at.error], "a page failed: see the log above"
 
 
 def open_page(at: AppTest, name: str) -> AppTest:
     at.switch_page(f"pages/{name}.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+    assert_no_error_hidden(at)
     return at
 
 

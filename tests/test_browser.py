@@ -213,6 +213,15 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
         time.sleep(0.5)
     assert int(store.read_metrics()["epoch"].max()) > epoch_before, "training did not continue after the reload"
 
+    # A second tab without ?run= lists the run in its sidebar, but does not take it over.
+    other = page.context.new_page()
+    other.goto(f"{url}/train")
+    other.get_by_test_id("stSidebar").get_by_text(store.id, exact=True).first.wait_for()
+    screenshot(other, "second_tab")
+    assert other.get_by_role("button", name="Start", exact=True).is_enabled()
+    assert other.get_by_role("button", name="Stop", exact=True).is_disabled()
+    other.close()
+
     # Explore: the background t-SNE of the run appears; PCA (immediate) shows the centroids at once.
     page.get_by_role("link", name="Explore").click()
     tsne = wait_for_scatter(page, lambda traces: traces.get("samples", 0) == 1797, timeout_s=90)

@@ -75,9 +75,9 @@ def otsu_threshold(values: Tensor, bins: int = OTSU_BINS, clamp: bool = True) ->
     ``σ²(b) = (μ_T ω(b) − μ(b))² / (ω(b)(1 − ω(b)) + 1e-6)``; ``t = argmax_b σ²(b) / bins`` (first maximum),
     clamped to [1e-3, 1 − 1e-3] unless ``clamp`` is False (§f.3).
 
-    values : any shape, e.g. the (n, K) soft assignments of a batch. Returns a 0-dim tensor.
+    values : any shape, e.g. the (n, K) soft assignments of a batch. Returns a 0-dim tensor on their device.
     """
-    flat = values.detach().reshape(-1).to(torch.float64)
+    flat = values.detach().reshape(-1).to("cpu", torch.float64)  # float64 where every backend has it (MPS has none)
     index = (flat * bins).floor().clamp(0, bins - 1).long()
     pi = torch.bincount(index, minlength=bins).to(torch.float64) / flat.numel()  # (bins,)
     levels = torch.arange(bins, device=flat.device, dtype=torch.float64)
@@ -86,7 +86,7 @@ def otsu_threshold(values: Tensor, bins: int = OTSU_BINS, clamp: bool = True) ->
     sigma = (mu[-1] * omega - mu).pow(2) / (omega * (1.0 - omega) + 1e-6)
     t = sigma.argmax().to(torch.float64) / bins
     t = t.clamp(T_MIN, T_MAX) if clamp else t
-    return t.to(values.dtype)
+    return t.to(values.device, values.dtype)
 
 
 def determinacy(q: Tensor, t: Tensor | float, p: int = 1) -> Tensor:

@@ -137,15 +137,19 @@ def orthonormalise(y_tilde: Tensor, jitter: float = JITTER) -> tuple[Tensor, Ten
     head makes ỸᵀỸ near-singular, pitfall 3). Gradients flow through Ω (pitfall 4): detaching it lets
     the net shrink L_SN by collapsing Ỹ.
 
-    y_tilde : (m, K). Returns Y (m, K) in y_tilde's dtype, with ``YᵀY/m ≈ I``, and Ω (K, K) float64.
+    Computed on the CPU, where float64 exists on every machine (Apple's MPS has none): an (m, K) batch and a
+    (K, K) factor are small, and gradients follow the transfer.
+
+    y_tilde : (m, K). Returns Y (m, K) in y_tilde's dtype and device, with ``YᵀY/m ≈ I``, and Ω (K, K) float64
+    on the CPU.
     """
     m, k = y_tilde.shape
-    y64 = y_tilde.to(torch.float64)
+    y64 = y_tilde.to("cpu", torch.float64)
     gram = y64.T @ y64                                                  # (K, K)
-    eye = torch.eye(k, dtype=torch.float64, device=y_tilde.device)
+    eye = torch.eye(k, dtype=torch.float64)
     factor = torch.linalg.cholesky(gram + jitter * gram.diagonal().sum() / k * eye)
     omega = math.sqrt(m) * torch.linalg.solve_triangular(factor, eye, upper=False).T  # (K, K)
-    return (y64 @ omega).to(y_tilde.dtype), omega
+    return (y64 @ omega).to(y_tilde.device, y_tilde.dtype), omega
 
 
 def orthonormality_error(y: Tensor) -> Tensor:
@@ -292,7 +296,7 @@ class DSCDANModel(nn.Module):
         self.dual = dual
         self.spectral = mlp([latent_dim, *SPECTRAL_HIDDEN, n_clusters])
         self.nu = nn.Parameter(torch.zeros(n_clusters, latent_dim))
-        self.register_buffer("omega", torch.eye(n_clusters, dtype=torch.float64))
+        self.register_buffer("omega", torch.eye(n_clusters))  # float32: it lives on the device (MPS has no float64)
         self.register_buffer("y_centres", torch.zeros(n_clusters, n_clusters))
         self.register_buffer("mu_centres", torch.zeros(n_clusters, latent_dim))
         self.register_buffer("stage", torch.tensor(STAGE_NONE))
@@ -653,7 +657,8 @@ class DSCDAN(Method):
             q = logits.softmax(1)
             return q, q.argmax(1)
         y_tilde = logits.softmax(1) if self.config.head == "softmax" else logits.tanh()
-        q = student_t_assign((y_tilde.to(torch.float64) @ model.omega).to(mu.dtype), model.y_centres)
+        y = y_tilde.to("cpu", torch.float64) @ model.omega.to("cpu", torch.float64)  # (N, K), as orthonormalise
+        q = student_t_assign(y.to(mu.device, mu.dtype), model.y_centres)
         return q, q.argmax(1)
 
     def centroids(self, model):
