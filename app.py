@@ -29,8 +29,9 @@ def draw_run_status(poll: bool) -> None:
     refresh on the Train page, whose live panel shows the same run in more detail.
     """
     store = common.attached_run()
+    draw_other_live_runs(store)
     if store is None:
-        st.caption("No run yet.")
+        st.caption("No run followed yet: start one on Train.")
         return
     active = run_progress(store).active
     if active and not poll:
@@ -54,6 +55,19 @@ def draw_run_status(poll: bool) -> None:
     status()
 
 
+def draw_other_live_runs(followed) -> None:
+    """Runs training now that this tab does not follow (another tab's, another person's): listed, each
+    followed only on a click, so that a new tab never takes over someone else's Stop button."""
+    others = common.other_live_runs(followed)
+    if not others:
+        return
+    st.caption("Training now, started elsewhere:")
+    for run_id in others:
+        if st.button(run_id, key=f"follow.{run_id}", icon=":material/visibility:", help="follow this run here"):
+            common.attach(run_id)
+            st.rerun()
+
+
 def main() -> None:
     """Page config, projector, navigation, sidebar; then the chosen page."""
     st.set_page_config(page_title="ClusterLab", page_icon=":material/bubble_chart:", layout="wide")
@@ -62,7 +76,8 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### ClusterLab")
         st.caption(f"Device: **{common.device_name()}**")
-        draw_run_status(poll=navigation.url_path != TRAIN_URL)
+        with common.unexpected_errors_shown_briefly():
+            draw_run_status(poll=navigation.url_path != TRAIN_URL)
     with common.app_shell():
         navigation.run()
 

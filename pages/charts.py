@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.embed import EpochView
+from core.embed import EpochView, centroid_trails
 from core.methods import CurvePanel
 
 # Tableau 10, then more distinct hues for K > 10.
@@ -279,9 +279,28 @@ def _frame_traces(view: EpochView, colour_by: str, n_clusters: int) -> list[dict
                           y=np.empty(0) if centroids is None else centroids[:, 1])]
 
 
+TRAIL_OPACITY = 0.45
+
+
+def trail_traces(views: list[EpochView], upto: int, n_clusters: int) -> list[dict]:
+    """One line per centroid through its positions in ``views`` up to epoch ``upto`` (empty before init)."""
+    paths = centroid_trails([v.frame for v in views], upto)
+    return [dict(type="scatter", x=np.empty(0) if paths is None else paths[k, :, 0],
+                 y=np.empty(0) if paths is None else paths[k, :, 1]) for k in range(n_clusters)]
+
+
+def _trail_style(traces: list[dict], slots: np.ndarray) -> list[dict]:
+    """The trails' fixed look: faint lines in each cluster's colour, no hover, no selection."""
+    for k, trace in enumerate(traces):
+        trace.update(mode="lines", name=f"trail {k}", hoverinfo="skip", opacity=TRAIL_OPACITY,
+                     line=dict(color=colour(slots[k]), width=2))
+    return traces
+
+
 def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_names: list[str],
                    ranges: tuple[list[float], list[float]] | None = None, revision: str = "",
-                   animation: list[EpochView] = (), phases: dict[int, str] | None = None) -> go.Figure:
+                   animation: list[EpochView] = (), phases: dict[int, str] | None = None,
+                   trails: bool = False) -> go.Figure:
     """The epoch's 2-D picture: one point per sample, black × per centroid, and a Replay of all epochs.
 
     Parameters
@@ -296,6 +315,8 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
     animation : the epochs a Replay steps through (plotly frames, played in the browser: points
         glide from epoch to epoch without a round trip to the server).
     phases : phase of each epoch, for the frame titles.
+    trails : draw each centroid's path over the epochs so far (of ``animation``; in every Replay frame, the
+        path up to that frame) as a faint line in its cluster's colour, after the samples and the centroids.
     """
     phases = phases or {}
     views = list(animation) or [view]
@@ -318,9 +339,12 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
     axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
     layout["xaxis"] = dict(axis, range=None if ranges is None else ranges[0])
     layout["yaxis"] = dict(axis, scaleanchor="x", range=None if ranges is None else ranges[1])
+    trail_data = _trail_style(trail_traces(views, view.frame.epoch, len(slots)), slots) if trails else []
     frames = []
     if len(animation) > 1:
-        frames = [dict(name=str(v.frame.epoch), data=_frame_traces(v, colour_by, len(slots)),
+        frames = [dict(name=str(v.frame.epoch),
+                       data=_frame_traces(v, colour_by, len(slots))
+                       + (trail_traces(animation, v.frame.epoch, len(slots)) if trails else []),
                        layout=dict(annotations=[_frame_title(v, phases)])) for v in animation]
         play = dict(frame=dict(duration=REPLAY_FRAME_MS, redraw=True), fromcurrent=False, mode="immediate",
                     transition=dict(duration=int(REPLAY_FRAME_MS * 0.8), easing="cubic-in-out"))
@@ -329,7 +353,7 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
                                       pad=dict(l=4, b=4), showactive=False,
                                       buttons=[dict(label="▶ Replay epochs", method="animate", args=[None, play]),
                                                dict(label="⏸", method="animate", args=[[None], pause])])]
-    return go.Figure(data=[base_samples, base_centroids], layout=layout, frames=frames)
+    return go.Figure(data=[base_samples, base_centroids, *trail_data], layout=layout, frames=frames)
 
 
 def confusion_figure(table: np.ndarray, classes: list[str], clusters: list[int]) -> go.Figure:

@@ -19,14 +19,14 @@ def runs_table() -> pd.DataFrame:
     """``list_runs`` with the state checked against the process table (a killed run shows as died)."""
     runs = list_runs(common.runs_dir())
     if len(runs):
-        runs["state"] = [run_state(RunStore(common.runs_dir() / r)) for r in runs["id"]]
+        runs["state"] = [run_state(common.run_store(r)) for r in runs["id"]]
     first = ["id", "state", "method", "data", "seed", "epoch", "acc", "nmi", "ari", "started"]
     return runs[first + [c for c in runs.columns if c not in first]]  # the long "reason" last
 
 
 def curves_of(run_ids: list[str]) -> dict[str, pd.DataFrame]:
     """Each run's metrics table, by id."""
-    return {r: RunStore(common.runs_dir() / r).read_metrics() for r in run_ids}
+    return {r: common.run_store(r).read_metrics() for r in run_ids}
 
 
 def sweep_runs(sweep_id: str) -> list[str]:
@@ -122,13 +122,13 @@ def render() -> None:
     st.plotly_chart(charts.overlay_figure(curves_of(chosen), metric, f"{CURVES[metric]} per epoch"),
                     key="runs.overlay")
     if len(chosen) > 1:
-        differences = differing_settings({r: RunStore(common.runs_dir() / r).read_config() for r in chosen})
+        differences = differing_settings({r: common.run_store(r).read_config() for r in chosen})
         if not differences.columns.empty:
             st.markdown("**Settings that differ between these runs**")
             st.dataframe(differences.fillna("—").astype(str))
     for run_id in chosen:
         with st.container(border=True):
-            draw_actions(RunStore(common.runs_dir() / run_id))
+            draw_actions(common.run_store(run_id))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import streamlit as st
 from core.config import Knob
 from core.data import DataError
 from core.methods import REGISTRY
-from core.runs import ACTIVE_STATES, RunStore
+from core.runs import ACTIVE_STATES, RunStore, run_path
 from core.sweep import (SweepSpec, SweepStore, cell_summary, default_sweeps_dir, grid_values, list_sweeps,
                         resume_sweep, start_sweep, stop_sweep, sweep_state, sweep_table)
 from core.sweep.store import FAILED_STATES
@@ -233,7 +233,7 @@ def draw_cell_actions(table: pd.DataFrame, cells: pd.DataFrame, knobs: list[str]
         st.session_state[common.SWEEP_CELL] = {"sweep": store.id, "runs": run_ids,
                                                "label": cell_label(cells.iloc[cell], knobs, labels).split(" — ")[0]}
         st.switch_page("pages/runs.py")
-    explorable = [r for r in run_ids if RunStore(store.runs_dir() / r).snapshot_epochs()]
+    explorable = [r for r in run_ids if RunStore(run_path(store.runs_dir(), r)).snapshot_epochs()]
     if explore_button.button("Explore its first seed", key="sweep.explore", disabled=not explorable,
                              width="stretch", help="its latent space on the Explore page"):
         common.restore(common.EXPLORE_RUN, explorable[0])

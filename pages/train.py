@@ -31,6 +31,7 @@ from pages import charts, common
 # unchanged is not redrawn. So the panel refreshes every 3 s and the charts change at most every 6 s.
 LIVE_INTERVAL_S = 3.0
 CHART_INTERVAL_S = 6.0
+DEMO_DATA = "digits"  # the class demo: a method's fast preset on the built-in digits, seed 0
 PRESET_LABELS = {"fast": "fast demo", "cpu": "CPU budget", "": "defaults"}  # other presets show their own names
 TRAINING_KNOBS = ("pretrain_epochs", "epochs", "batch_size", "lr", "pretrain_lr")
 ARCHITECTURE_KNOBS = ("autoencoder", "latent_dim")  # have symbols, but are not what one tunes per run
@@ -371,24 +372,66 @@ def render() -> None:
                            help="finish the current batch, checkpoint, stop"):
             stop_run(store)
             st.rerun()
+        with actions:
+            draw_demo_button(config.method, running)
     with live:
         if store is None:
             st.info("Choose the settings and press **Start**. Training runs in its own process: reloading "
                     "this page or closing the browser does not stop it.")
         else:
             live_panel(store, running)
-        draw_loss_curves(config)
+        draw_how_it_works(config, expanded=store is None or not running)
 
 
-def draw_loss_curves(config: RunConfig) -> None:
-    """The chosen method's loss as a function of its knobs (if it has such curves), redrawn as they move."""
+def symbol_lines(method_cls, params) -> list[str]:
+    """"$\\alpha$ → slider **alpha** = 1": one entry per symbol of the objective and the slider setting it."""
+    lines = []
+    for symbol, name in method_cls.symbols.items():
+        value = getattr(params, name)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        lines.append(f"${symbol}$ → slider **{name}** = {shown}")
+    return lines
+
+
+def draw_how_it_works(config: RunConfig, expanded: bool = True) -> None:
+    """The chosen method explained: its objective, which slider sets which symbol, what it does and what the
+    live panels will show, and its loss-response panels, redrawn as the sliders move."""
     method_cls = get_method(config.method)
-    panels = method_cls.loss_curves(config.params)
-    if panels:
-        with st.expander(f"How the {method_cls.title} loss responds to the knobs", expanded=True):
+    with st.expander(f"How {method_cls.title} works", expanded=expanded):
+        if method_cls.objective:
+            st.latex(method_cls.objective)
+        if method_cls.symbols:
+            st.markdown(" · ".join(symbol_lines(method_cls, config.params)))
+        if method_cls.explanation:
+            st.markdown(method_cls.explanation)
+        if method_cls.demo:
+            st.info(method_cls.demo, icon=":material/school:")
+        panels = method_cls.loss_curves(config.params)
+        if panels:
             st.caption("Computed from the knobs alone, before any training: move a slider on the left and "
                        "the curves follow.")
             st.plotly_chart(charts.panels_figure(panels, ""), key="train.loss_curves")
+
+
+def draw_demo_button(method: str, running: bool) -> None:
+    """The class-demo button; pressing it calls ``start_demo`` before the page is drawn again."""
+    title = get_method(method).title
+    st.button(f"Class demo: {title}, fast, on {DEMO_DATA}", key="train.demo", disabled=running,
+              icon=":material/school:", width="stretch", on_click=start_demo, args=(method,),
+              help="a run is in progress: stop it first" if running else
+              f"sets {title}'s fast preset on {DEMO_DATA} (seed 0), starts it, and lets Explore follow the "
+              "newest epoch as it arrives, with the centroids' trails")
+
+
+def start_demo(method: str) -> None:
+    """Start ``method``'s fast preset on the demo data, show its settings here, and make Explore follow it
+    (a button callback: it runs before the widgets whose values it sets are drawn)."""
+    config = RunConfig.build(method, DEMO_DATA, 0, "fast")
+    restore_settings(config.to_dict())
+    run = start_run(config, common.runs_dir())
+    common.attach(run.id)
+    common.restore(common.FOLLOW, True)
+    common.restore(common.TRAILS, True)
 
 
 def live_panel(store: RunStore, active: bool) -> None:

@@ -66,6 +66,13 @@ class Method:
     # What the method is known to do when clusters empty or merge, measured against its authors' code: the app
     # adds it to its collapse warning ("" when nothing is known).
     known_collapse: ClassVar[str] = ""
+    # Teaching ("How it works" on the Train page): the objective as the spec writes it (LaTeX), each of its
+    # symbols (LaTeX) → the config field whose slider sets it, three to five sentences on the idea and on
+    # what the live panels show, and what the ``fast`` preset shows on digits (from bench/teaching.py).
+    objective: ClassVar[str] = ""
+    symbols: ClassVar[dict[str, str]] = {}
+    explanation: ClassVar[str] = ""
+    demo: ClassVar[str] = ""
 
     def __init__(self, config: Config, n_clusters: int, seed: int = 0):
         self.config = config

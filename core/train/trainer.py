@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.data import ImageDataset
+from core.data import DataError, ImageDataset
 from core.methods import Batch, Method, get_method
 from core.methods.base import assign_all, encode_all
 from core.metrics import evaluate
@@ -94,14 +94,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict:
-        """Train to the end (or to a stop); returns the last metrics row."""
+        """Train to the end (or to a stop); returns the last metrics row.
+
+        A run has one writer: its lock (``RunStore.writer``) is held for the whole training, and a second
+        trainer on the same run raises ``LockHeld`` before it touches anything. A resume refuses data other
+        than the run's (``DataError``), then deletes what a killed writer left half-written and the stop
+        request that ended the run.
+        """
+        with self.store.writer():
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict:
         generator = seed_everything(self.config.seed)
         x = torch.from_numpy(self.dataset.x).to(self.device)  # (N, C, H, W), resident on the device
         self.model, self.x = prefer_channels_last(self.method.build(self.dataset.shape).to(self.device), x)
         position = _Position()
         optimizer = None
         if resume:
+            self._check_same_data()
             self.store.discard_partial_writes()
+            self.store.clear_stop()  # the stop that ended it was acted on
         checkpoint = self.store.load_checkpoint(map_location=self.device) if resume else None
         if checkpoint:
             position, optimizer = self._restore(checkpoint, generator)
@@ -234,6 +246,10 @@ class Trainer:
         """Fill the row's metrics in place; return the epoch's snapshot arrays."""
         z = encode_all(self.method, self.model, self.x[self.snapshot_index]).cpu().numpy()  # (S, d)
         alternatives = self.method.readouts(self.model, self.x)
+        if self.dataset.y is not None:  # scored before the cluster initialisation too (DSCDAN's k-means on μ)
+            for name, other in alternatives.items():
+                row.update({f"{metric}_{name}": value
+                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         centroids = self.method.centroids(self.model)
         if centroids is None:
             return {"z": z}
@@ -243,9 +259,6 @@ class Trainer:
         sizes = np.bincount(labels, minlength=self.n_clusters)
         if self.dataset.y is not None:
             row.update(evaluate(self.dataset.y, labels))
-            for name, other in alternatives.items():
-                row.update({f"{metric}_{name}": value
-                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         row["changed"] = (float(np.mean(labels != self.previous_labels))
                           if self.previous_labels is not None else float("nan"))
         row["min_size"], row["max_size"] = int(sizes.min()), int(sizes.max())
@@ -296,7 +309,8 @@ class Trainer:
         self._load_snapshot_index()
         resolved = {**self.config.to_dict(), "n_clusters": self.n_clusters, "device_name": describe_device(self.device),
                     "resolved_device": str(self.device), "versions": library_versions(),
-                    "n_samples": len(self.x), "image_shape": list(self.dataset.shape)}
+                    "n_samples": len(self.x), "image_shape": list(self.dataset.shape),
+                    "data_fingerprint": self.data_fingerprint}
         self.store.write_config(resolved)
 
     def _load_snapshot_index(self) -> None:
@@ -309,11 +323,23 @@ class Trainer:
             self.store.save_assignments(labels.cpu().numpy(), q.max(1).values.cpu().numpy(), self.dataset.y)
         self.store.write_status("finished", reason=self.finish_reason or "all epochs done")
 
+    def _check_same_data(self) -> None:
+        """Refuse to resume on data other than the run started on (its metrics would mix two data sets)."""
+        recorded = self.store.read_config().get("data_fingerprint")
+        if recorded is not None and recorded != self.data_fingerprint:
+            raise DataError(f"run {self.store.id} was trained on data with fingerprint {recorded}, but "
+                            f"{self.config.data} now holds other data ({self.data_fingerprint}): start a new run")
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """The data's content hash (``ImageDataset.fingerprint``), computed once."""
+        return self.dataset.fingerprint()
+
     # -- pretraining cache ------------------------------------------------------------------------
     @functools.cached_property
     def pretrain_key(self) -> dict:
-        """What identifies this run's pretrained autoencoder in the cache (hashing the data once)."""
-        return {"data": self.dataset.fingerprint(), "shape": list(self.dataset.shape),
+        """What identifies this run's pretrained autoencoder in the cache."""
+        return {"data": self.data_fingerprint, "shape": list(self.dataset.shape),
                 **pretrain_signature(self.config, self.n_clusters)}
 
     def _import_weights(self) -> None:
