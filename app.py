@@ -1,6 +1,6 @@
 """ClusterLab: train deep clustering methods and watch them learn.
 
-Start with ``streamlit run app.py``. This file only routes: it registers the four pages, draws the
+Start with ``streamlit run app.py``. This file only routes: it registers the five pages, draws the
 sidebar (the device, the followed run) and starts the background projector, whose UMAP warm-up
 then runs while the user is still choosing data.
 """
@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path=TRAIN_URL),
     st.Page("pages/explore.py", title="Explore", icon=":material/scatter_plot:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/table_view:"),
+    st.Page("pages/sweep.py", title="Sweep", icon=":material/grid_on:", url_path="sweep"),
 ]
 SIDEBAR_INTERVAL_S = 5.0  # a glance; the Train page has the detailed, faster panel
 
@@ -28,8 +29,9 @@ def draw_run_status(poll: bool) -> None:
     refresh on the Train page, whose live panel shows the same run in more detail.
     """
     store = common.attached_run()
+    draw_other_live_runs(store)
     if store is None:
-        st.caption("No run yet.")
+        st.caption("No run followed yet: start one on Train.")
         return
     active = run_progress(store).active
     if active and not poll:
@@ -53,6 +55,19 @@ def draw_run_status(poll: bool) -> None:
     status()
 
 
+def draw_other_live_runs(followed) -> None:
+    """Runs training now that this tab does not follow (another tab's, another person's): listed, each
+    followed only on a click, so that a new tab never takes over someone else's Stop button."""
+    others = common.other_live_runs(followed)
+    if not others:
+        return
+    st.caption("Training now, started elsewhere:")
+    for run_id in others:
+        if st.button(run_id, key=f"follow.{run_id}", icon=":material/visibility:", help="follow this run here"):
+            common.attach(run_id)
+            st.rerun()
+
+
 def main() -> None:
     """Page config, projector, navigation, sidebar; then the chosen page."""
     st.set_page_config(page_title="ClusterLab", page_icon=":material/bubble_chart:", layout="wide")
@@ -61,7 +76,8 @@ def main() -> None:
     with st.sidebar:
         st.markdown("### ClusterLab")
         st.caption(f"Device: **{common.device_name()}**")
-        draw_run_status(poll=navigation.url_path != TRAIN_URL)
+        with common.unexpected_errors_shown_briefly():
+            draw_run_status(poll=navigation.url_path != TRAIN_URL)
     with common.app_shell():
         navigation.run()
 

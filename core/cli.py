@@ -6,13 +6,15 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 from core.config import parse_overrides
-from core.data import load_dataset
+from core.data import DataError, load_dataset
 from core.methods import REGISTRY
-from core.runs import RunStore, default_runs_dir, list_runs, new_run_id
+from core.runs import RunIdError, RunStore, default_runs_dir, list_runs, new_run_id, run_path
+from core.storage import LockHeld
 from core.sweep import (SweepProgress, SweepSpec, SweepStore, create_sweep, default_sweeps_dir, grid_values,
                         list_sweeps, parse_grid, run_sweep, sweep_table)
 from core.sweep.spec import BACKENDS
@@ -35,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--clusters", type=int, help="K (default: the number of classes)")
+    train.add_argument("--init-weights", type=Path, metavar="PATH",
+                       help="start from this autoencoder state dict instead of pretraining (its own names, a run's "
+                            "model or a layout the method declares, e.g. the official DCSS MNIST autoencoder)")
     train.add_argument("--device", default="auto", help="auto (cuda → mps → cpu), cpu, cuda, cuda:1, mps")
     train.add_argument("--runs-dir", type=Path, default=None, help="default $CLUSTERLAB_RUNS or ./runs")
     train.add_argument("--run-dir", type=Path, help="train the config.json already written in this run directory")
@@ -68,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = commands.add_parser("runs", help="list runs")
     runs.add_argument("--runs-dir", type=Path, default=None)
-    commands.add_parser("methods", help="list methods and their knobs")
+    methods = commands.add_parser("methods", help="list methods and their knobs")
+    methods.add_argument("--explain", action="store_true",
+                         help="also each method's objective (LaTeX), the knob behind each symbol, how it works and "
+                              "what its fast demo shows")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         print(list_runs(args.runs_dir).to_string(index=False))
         return 0
     if args.command == "methods":
-        print(describe_methods())
+        print(describe_methods(args.explain))
         return 0
     if args.command == "sweeps":
         print(list_sweeps(args.sweeps_dir).to_string(index=False))
@@ -89,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(args, parser) -> int:
     sweeps_dir = args.sweeps_dir or default_sweeps_dir()
     if args.resume or args.sweep_dir:
-        store = SweepStore(args.sweep_dir or sweeps_dir / args.resume)
+        try:
+            store = SweepStore(args.sweep_dir or run_path(sweeps_dir, args.resume))  # a sweep id: one folder name
+        except RunIdError as err:
+            parser.error(str(err))
         if not store.read_manifest():
             parser.error(f"no sweep in {store.path}")
         if args.resume:
@@ -121,10 +132,10 @@ def _train(args, parser) -> int:
     runs_dir = args.runs_dir or default_runs_dir()
     resume = False
     if args.resume:
-        store = RunStore(runs_dir / args.resume)
-        if not (store.path / "config.json").exists():
-            parser.error(f"no run {args.resume} in {runs_dir}")
-        store.clear_stop()  # the stop that ended it was acted on
+        try:
+            store = RunStore.open(runs_dir, args.resume)
+        except RunIdError as err:
+            parser.error(str(err))
         resume = True
     elif args.run_dir:
         store = RunStore(args.run_dir)
@@ -135,7 +146,8 @@ def _train(args, parser) -> int:
                 if getattr(args, name) is not None:
                     overrides[name] = getattr(args, name)
             config = RunConfig.build(args.method, args.data, args.seed, args.preset, overrides,
-                                     device=args.device, n_clusters=args.clusters)
+                                     device=args.device, n_clusters=args.clusters,
+                                     init_weights=args.init_weights and str(args.init_weights))
         except ValueError as err:
             parser.error(str(err))
         store = RunStore.create(runs_dir, new_run_id(args.method, args.data, args.seed), config.to_dict())
@@ -145,18 +157,35 @@ def _train(args, parser) -> int:
         config = RunConfig.from_dict(store.read_config())
         trainer = Trainer(config, load_dataset(config.data), store, callbacks, stop)
     except ValueError as err:  # DataError and ConfigError: a sentence for the person, no traceback
-        store.write_status("failed", reason=str(err))
+        try:
+            with store.writer():
+                store.write_status("failed", reason=str(err))
+        except LockHeld as held:
+            return _busy(store, held)
         print(f"error: {err}", file=sys.stderr)
         return 2
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     print(f"run {store.id} → {store.path}", file=sys.stderr)
-    last = trainer.run(resume=resume)
+    try:
+        last = trainer.run(resume=resume)
+    except LockHeld as held:
+        return _busy(store, held)
+    except DataError as err:  # resumed on other data: the run itself is intact
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     status = store.read_status()
     summary = {k: round(v, 4) for k, v in last.items() if k in ("acc", "nmi", "ari") and v == v}
     print(f"\n{status['state']}: {status.get('reason', '')} {json.dumps(summary)}", file=sys.stderr)
     return 0 if status["state"] in ("finished", "stopped") else 1
+
+
+def _busy(store: RunStore, held: LockHeld) -> int:
+    """A second trainer on a run: refused, the run's folder untouched."""
+    print(f"error: run {store.id} is being trained by process {held.pid or '(unknown)'}; a run has one writer. "
+          "Stop it first (Stop in the app, or kill that process), then resume.", file=sys.stderr)
+    return 3
 
 
 class ProgressBar:
@@ -209,13 +238,19 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def describe_methods() -> str:
-    """Every method's knobs: default, slider range (or choices), hard limit, help."""
+def describe_methods(explain: bool = False) -> str:
+    """Every method's knobs: default, slider range (or choices), hard limit, help; with ``explain``, also each
+    method's objective, the knob behind each of its symbols, its explanation and what its fast demo shows."""
     lines = ["knob = default  [slider range]  (hard limit: what a run accepts)  help"]
-    sections = [(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})", method.Config)
+    sections = [(f"{name}: {method.title}  (phases: {', '.join(method.phases) or 'none'})", method.Config, method)
                 for name, method in REGISTRY.items()]
-    for title, config in [*sections, ("trainer:", TrainerConfig)]:
+    for title, config, method in [*sections, ("trainer:", TrainerConfig, None)]:
         lines.append(title)
+        if explain and method is not None:
+            lines.append(f"  objective: {method.objective}")
+            lines.append("  symbols: " + ", ".join(f"{symbol} → {knob}" for symbol, knob in method.symbols.items()))
+            lines += [f"  {line}" for line in textwrap.wrap(method.explanation, 110)]
+            lines += [f"  {line}" for line in textwrap.wrap(method.demo, 110)]
         for knob in config.knobs():
             if knob.choices is None:
                 span = f"[{knob.min} … {knob.max}]"

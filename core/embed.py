@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import orthogonal_procrustes
 
-from core.runs import ACTIVE_STATES, RunStore
+from core.runs import ACTIVE_STATES, RunIdError, RunStore, run_path
 from core.storage import atomic_save_npz
 
 log = logging.getLogger(__name__)
@@ -374,6 +374,16 @@ def _views(store: RunStore, frames: list[Frame], asked: int | None = None) -> li
     return views
 
 
+def centroid_trails(frames: list[Frame], upto: int) -> np.ndarray | None:
+    """Each centroid's path through the frames up to epoch ``upto``: (K, F, 2) over the F frames (in epoch
+    order) that have centroids, the last row of each path being its position at the newest of them; None
+    when none has (pretraining)."""
+    placed = sorted((f for f in frames if f.epoch <= upto and f.centroids is not None), key=lambda f: f.epoch)
+    if not placed:
+        return None
+    return np.stack([f.centroids for f in placed], axis=1)  # (K, F, 2)
+
+
 def colour_slots(true_labels: np.ndarray | None, clusters: np.ndarray | None, n_clusters: int) -> np.ndarray:
     """For each cluster, the colour slot of its Hungarian-matched class (unmatched clusters after them).
 
@@ -459,7 +469,8 @@ class BackgroundProjector:
 
     def request(self, run_path: str | os.PathLike, kind: str, upto: int | None = None) -> None:
         """Ask for the missing ``kind`` frames of a run up to epoch ``upto``; returns at once."""
-        message = json.dumps({"run": str(Path(run_path).resolve()), "kind": kind, "upto": upto}) + "\n"
+        run_path = Path(run_path).resolve()
+        message = json.dumps({"runs": str(run_path.parent), "run": run_path.name, "kind": kind, "upto": upto}) + "\n"
         with self._lock:
             if not self.alive:
                 log.warning("projector process ended (code %s); starting a new one",
@@ -524,8 +535,8 @@ class _Worker:
         for line in lines:
             try:
                 request = json.loads(line)
-                key = (request["run"], request["kind"])
-            except (json.JSONDecodeError, KeyError, TypeError):
+                key = (str(run_path(request["runs"], request["run"])), request["kind"])
+            except (json.JSONDecodeError, KeyError, TypeError, RunIdError):
                 log.warning("ignoring malformed request %r", line)
                 continue
             with self.condition:

@@ -137,8 +137,7 @@ class DeepClustering(ClusterMixin, TransformerMixin, BaseEstimator):
             check_consistent_length(X, y)
         images = self._images(X, fitting=True)  # (N, H, W, C) uint8
         dataset = from_pixels(UPLOAD_PREFIX, images, y)
-        dataset.name = f"{UPLOAD_PREFIX}-{dataset.fingerprint()}"
-        path = str(save_upload(dataset).resolve())
+        path = str(save_upload(dataset).resolve())  # array-<content hash>.npz
         config = RunConfig.build(self.method, path, self.seed, self.preset, self._overrides(),
                                  device=self.device, n_clusters=_plain_int(self.n_clusters))
         config.check_samples(len(dataset), dataset.n_classes)  # as the trainer will, before a run directory exists

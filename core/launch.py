@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.runs import ACTIVE_STATES, RunStore, default_runs_dir, new_run_id
+from core.runs import ACTIVE_STATES, RUN_ID, RunStore, default_runs_dir, new_run_id
 from core.storage import atomic_write_json, read_json
 from core.train.config import RunConfig
 
@@ -148,6 +148,8 @@ def active_run_ids(runs_dir: str | os.PathLike | None = None) -> list[str]:
     root = Path(runs_dir) if runs_dir else default_runs_dir()
     ids = []
     for status_path in sorted(root.glob("*/status.json"), reverse=True):
+        if not RUN_ID.fullmatch(status_path.parent.name):
+            continue
         store = RunStore(status_path.parent)
         if run_state(store) in ACTIVE_STATES:
             ids.append(store.id)

@@ -11,6 +11,7 @@
               assignments.npz    final labels and confidence for every sample
               frames/<kind>/epoch_NNNN.npz   2-D projections (written by core.embed)
               STOP               present when a stop was requested
+              writer.lock        locked by the one process training the run (its pid inside)
 
 One process writes a run (the trainer); every file is replaced atomically, so readers never see half
 of one. Readers never write, except ``request_stop`` and the projector's frames.
@@ -20,33 +21,67 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import re
 import secrets
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
 import torch
 
-from core.storage import (atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, partial_writes,
-                          read_json)
+from core.storage import (atomic_save_npz, atomic_torch_save, atomic_write_json, atomic_write_text, file_lock,
+                          partial_writes, read_json)
 
 ACTIVE_STATES = ("queued", "running")
+WRITER_LOCK = "writer.lock"  # held by the training process for its whole life
 
 
 def default_runs_dir() -> Path:
     return Path(os.environ.get("CLUSTERLAB_RUNS", "runs"))
 
 
+# What a run id may look like: one folder name of letters, digits, '-' and '_' (what ``new_run_id`` makes),
+# so that no id can name a parent ('..'), an absolute path, or a nested folder.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,199}")
+
+
+class RunIdError(ValueError):
+    """A run id that is not one folder inside the runs folder; the message says why."""
+
+
+def run_path(runs_dir: str | os.PathLike, run_id: str) -> Path:
+    """The folder of run ``run_id`` inside ``runs_dir``: the one check every way to a run goes through
+    (the app's URL and pages, the CLI's ``--resume``, the projector).
+
+    Raises ``RunIdError`` unless ``run_id`` is a single name of the generated form and its folder, links
+    resolved, lies directly inside ``runs_dir``.
+    """
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise RunIdError(f"{str(run_id)[:80]!r} is not a run id: a run id is one folder name of letters, digits, "
+                         "'-' and '_'")
+    root = Path(runs_dir)
+    if (root / run_id).resolve().parent != root.resolve():
+        raise RunIdError(f"run {run_id} does not lie inside the runs folder {root}")
+    return root / run_id
+
+
+def data_token(data: str) -> str:
+    """A data set's name as a run-id part: ``digits`` → ``digits``; ``x/../../escaped`` → ``escaped``;
+    ``/…/my set.zip`` → ``my_set``."""
+    name = PurePath(data.replace("\\", "/")).name
+    stem = name.rsplit(".", 1)[0] if name.lower().endswith((".npz", ".zip")) else name
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-")[:48] or "data"
+
+
 def new_run_id(method: str, data: str, seed: int) -> str:
-    return stamped_id(method, data, f"s{seed}")
+    return stamped_id(method, data, f"s{int(seed)}")
 
 
 def stamped_id(method: str, data: str, tag: str) -> str:
     """``<date>-<time>-<method>-<data>-<tag>-<4 hex>``: sorts by start time, and says what it holds."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    data = Path(data).stem if data.endswith(".npz") else data
-    return f"{stamp}-{method}-{data}-{tag}-{secrets.token_hex(2)}"
+    return f"{stamp}-{data_token(method)}-{data_token(data)}-{tag}-{secrets.token_hex(2)}"
 
 
 class RunStore:
@@ -56,8 +91,16 @@ class RunStore:
         self.path = Path(path)
 
     @classmethod
+    def open(cls, runs_dir: str | os.PathLike, run_id: str) -> "RunStore":
+        """The existing run ``run_id`` of ``runs_dir``; ``RunIdError`` for an id that is not one, or names no run."""
+        store = cls(run_path(runs_dir, run_id))
+        if not (store.path / "config.json").is_file():
+            raise RunIdError(f"no run {run_id} in {runs_dir}")
+        return store
+
+    @classmethod
     def create(cls, runs_dir: str | os.PathLike, run_id: str, config: dict) -> "RunStore":
-        store = cls(Path(runs_dir) / run_id)
+        store = cls(run_path(runs_dir, run_id))
         if store.path.exists():
             raise FileExistsError(f"run {run_id} already exists")
         (store.path / "snapshots").mkdir(parents=True)
@@ -128,8 +171,14 @@ class RunStore:
     def save_checkpoint(self, state: dict) -> None:
         atomic_torch_save(self.path / "checkpoints" / "last.pt", state)
 
+    def writer(self):
+        """The run's writer lock, a context manager: one training process per run. Refused at once
+        (``LockHeld``, with the holder's pid) while another process holds it; released when the holder exits,
+        even by ``kill -9``."""
+        return file_lock(self.path / WRITER_LOCK, blocking=False)
+
     def discard_partial_writes(self) -> None:
-        """Delete what a killed training process left half-written (before it resumes)."""
+        """Delete what a killed training process left half-written (before it resumes; under ``writer``)."""
         for path in partial_writes(self.path):
             path.unlink(missing_ok=True)
 
@@ -163,6 +212,8 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     root = Path(runs_dir) if runs_dir else default_runs_dir()
     rows = []
     for path in sorted(root.glob("*/config.json"), reverse=True):
+        if not RUN_ID.fullmatch(path.parent.name):  # a folder someone put there by hand: not a run
+            continue
         store = RunStore(path.parent)
         config, status = store.read_config(), store.read_status()
         metrics = store.read_metrics()
@@ -175,7 +226,7 @@ def list_runs(runs_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-SETTINGS = ("method", "data", "preset", "seed", "n_clusters", "device")  # a config's own fields, in this order
+SETTINGS = ("method", "data", "preset", "seed", "n_clusters", "device", "init_weights")  # a config's own fields, in this order
 
 
 def flat_settings(config: dict) -> dict[str, object]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.embed import EpochView
+from core.embed import EpochView, centroid_trails
 from core.methods import CurvePanel
 
 # Tableau 10, then more distinct hues for K > 10.
@@ -279,9 +279,28 @@ def _frame_traces(view: EpochView, colour_by: str, n_clusters: int) -> list[dict
                           y=np.empty(0) if centroids is None else centroids[:, 1])]
 
 
+TRAIL_OPACITY = 0.45
+
+
+def trail_traces(views: list[EpochView], upto: int, n_clusters: int) -> list[dict]:
+    """One line per centroid through its positions in ``views`` up to epoch ``upto`` (empty before init)."""
+    paths = centroid_trails([v.frame for v in views], upto)
+    return [dict(type="scatter", x=np.empty(0) if paths is None else paths[k, :, 0],
+                 y=np.empty(0) if paths is None else paths[k, :, 1]) for k in range(n_clusters)]
+
+
+def _trail_style(traces: list[dict], slots: np.ndarray) -> list[dict]:
+    """The trails' fixed look: faint lines in each cluster's colour, no hover, no selection."""
+    for k, trace in enumerate(traces):
+        trace.update(mode="lines", name=f"trail {k}", hoverinfo="skip", opacity=TRAIL_OPACITY,
+                     line=dict(color=colour(slots[k]), width=2))
+    return traces
+
+
 def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_names: list[str],
                    ranges: tuple[list[float], list[float]] | None = None, revision: str = "",
-                   animation: list[EpochView] = (), phases: dict[int, str] | None = None) -> go.Figure:
+                   animation: list[EpochView] = (), phases: dict[int, str] | None = None,
+                   trails: bool = False) -> go.Figure:
     """The epoch's 2-D picture: one point per sample, black × per centroid, and a Replay of all epochs.
 
     Parameters
@@ -296,6 +315,8 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
     animation : the epochs a Replay steps through (plotly frames, played in the browser: points
         glide from epoch to epoch without a round trip to the server).
     phases : phase of each epoch, for the frame titles.
+    trails : draw each centroid's path over the epochs so far (of ``animation``; in every Replay frame, the
+        path up to that frame) as a faint line in its cluster's colour, after the samples and the centroids.
     """
     phases = phases or {}
     views = list(animation) or [view]
@@ -318,9 +339,12 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
     axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
     layout["xaxis"] = dict(axis, range=None if ranges is None else ranges[0])
     layout["yaxis"] = dict(axis, scaleanchor="x", range=None if ranges is None else ranges[1])
+    trail_data = _trail_style(trail_traces(views, view.frame.epoch, len(slots)), slots) if trails else []
     frames = []
     if len(animation) > 1:
-        frames = [dict(name=str(v.frame.epoch), data=_frame_traces(v, colour_by, len(slots)),
+        frames = [dict(name=str(v.frame.epoch),
+                       data=_frame_traces(v, colour_by, len(slots))
+                       + (trail_traces(animation, v.frame.epoch, len(slots)) if trails else []),
                        layout=dict(annotations=[_frame_title(v, phases)])) for v in animation]
         play = dict(frame=dict(duration=REPLAY_FRAME_MS, redraw=True), fromcurrent=False, mode="immediate",
                     transition=dict(duration=int(REPLAY_FRAME_MS * 0.8), easing="cubic-in-out"))
@@ -329,7 +353,7 @@ def scatter_figure(view: EpochView, colour_by: str, slots: np.ndarray, class_nam
                                       pad=dict(l=4, b=4), showactive=False,
                                       buttons=[dict(label="▶ Replay epochs", method="animate", args=[None, play]),
                                                dict(label="⏸", method="animate", args=[[None], pause])])]
-    return go.Figure(data=[base_samples, base_centroids], layout=layout, frames=frames)
+    return go.Figure(data=[base_samples, base_centroids, *trail_data], layout=layout, frames=frames)
 
 
 def confusion_figure(table: np.ndarray, classes: list[str], clusters: list[int]) -> go.Figure:
@@ -341,3 +365,146 @@ def confusion_figure(table: np.ndarray, classes: list[str], clusters: list[int])
     figure.update_yaxes(autorange="reversed", title="true class", type="category")
     figure.update_xaxes(title="cluster", type="category")
     return figure
+
+
+# -- sweeps ---------------------------------------------------------------------------------------
+PENDING_COLOUR, FAILED_COLOUR = "#e6e6e6", "#f4c7c3"  # cells without a finished trial: waiting, or all failed
+
+
+def knob_value_text(value) -> str:
+    """``0.05`` → ``0.05``, ``1.0`` → ``1``, ``200`` → ``200``, ``"tanh"`` → ``tanh``."""
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
+
+def sweep_cell_text(cell) -> str:
+    """What a cell of the map says: ``0.812 ± 0.013 (3)`` over its finished seeds, then what is still to
+    come or failed; ``pending`` or ``failed`` while it has no finished trial."""
+    n, pending, failed = int(cell["n"]), int(cell["n_pending"]), int(cell["n_failed"])
+    if n:
+        lines = [f"{cell['mean']:.3f} ± {cell['sd']:.3f} ({n})" if cell["sd"] == cell["sd"] and n > 1
+                 else f"{cell['mean']:.3f} ({n})"]
+    else:
+        lines = ["pending" if pending else "failed" if failed else "no score"]
+    if n and pending:
+        lines.append(f"{pending} pending")
+    if failed and (n or pending):
+        lines.append(f"{failed} failed")
+    return "<br>".join(lines)
+
+
+def _cell_hover(cell, knobs: list[str], labels: dict[str, str], metric: str) -> str:
+    lines = [" · ".join(f"{labels.get(k, k)} = {knob_value_text(cell[k])}" for k in knobs)]
+    if int(cell["n"]):
+        spread = f" ± {cell['sd']:.3f}" if cell["sd"] == cell["sd"] else ""
+        lines.append(f"{metric} {cell['mean']:.3f}{spread} over {int(cell['n'])} seed{'s' * (int(cell['n']) > 1)}")
+    if int(cell["n_pending"]):
+        lines.append(f"{int(cell['n_pending'])} trial(s) pending")
+    reasons = cell.get("reasons") or ""
+    if int(cell["n_failed"]):
+        lines.append(f"{int(cell['n_failed'])} failed" + (f": {reasons}" if reasons else ""))
+    return "<br>".join(lines)
+
+
+def _sorted_values(cells: pd.DataFrame, knob: str) -> list:
+    return sorted(cells[knob].unique())
+
+
+def sweep_heatmap(cells: pd.DataFrame, x: str, y: str, metric: str, labels: dict[str, str] | None = None) -> go.Figure:
+    """Knob ``x`` × knob ``y``; colour and text: each cell's mean score across seeds (``core.sweep.cell_summary``).
+
+    Cells without a finished trial are grey (pending) or pink (every trial failed). A transparent
+    marker sits on each cell's centre and carries its hover text (a failed trial's reason) and the
+    click: heat maps cannot be selected in plotly, markers can (``customdata``: the cell's row).
+    """
+    labels = labels or {}
+    xs, ys = _sorted_values(cells, x), _sorted_values(cells, y)
+    x_text, y_text = [knob_value_text(v) for v in xs], [knob_value_text(v) for v in ys]
+    where = {(cx, cy): i for i, (cx, cy) in enumerate(zip(cells[x], cells[y]))}
+    shape = (len(ys), len(xs))
+    mean, background, text = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, "", dtype=object)
+    for row, vy in enumerate(ys):
+        for column, vx in enumerate(xs):
+            if (vx, vy) not in where:
+                continue
+            cell = cells.iloc[where[vx, vy]]
+            text[row, column] = sweep_cell_text(cell)
+            if int(cell["n"]):
+                mean[row, column] = cell["mean"]
+            else:
+                background[row, column] = 0.0 if int(cell["n_pending"]) else 1.0
+    grid = dict(x=x_text, y=y_text, xgap=2, ygap=2, hoverinfo="skip", texttemplate="%{text}",
+                textfont=dict(size=12))
+    traces = [
+        dict(type="heatmap", z=background.tolist(), text=text.tolist(), name="waiting", showscale=False, zmin=0, zmax=1,
+             colorscale=[[0, PENDING_COLOUR], [0.5, PENDING_COLOUR], [0.5, FAILED_COLOUR], [1, FAILED_COLOUR]],
+             textfont=dict(size=12, color="#555"), **{k: v for k, v in grid.items() if k != "textfont"}),
+        dict(type="heatmap", z=[[None if v != v else float(v) for v in r] for r in mean], text=text.tolist(),
+             name=metric, colorscale="Viridis", colorbar=dict(title=dict(text=f"mean {metric}"), thickness=14),
+             **grid),
+        dict(type="scatter", x=[knob_value_text(v) for v in cells[x]], y=[knob_value_text(v) for v in cells[y]],
+             mode="markers", name="cells", marker=dict(size=24, opacity=0, symbol="square"),
+             customdata=list(range(len(cells))), showlegend=False,
+             hovertext=[_cell_hover(cells.iloc[i], [x, y], labels, metric) for i in range(len(cells))],
+             hovertemplate="%{hovertext}<extra></extra>"),
+    ]
+    layout = _base_layout(f"Mean {metric} across seeds", height=max(360, 70 * len(ys) + 140), showlegend=False,
+                          hoverdistance=-1, clickmode="event+select", dragmode=False)
+    layout["xaxis"] = dict(title=dict(text=labels.get(x, x)), type="category", categoryorder="array",
+                           categoryarray=x_text, showgrid=False)
+    layout["yaxis"] = dict(title=dict(text=labels.get(y, y)), type="category", categoryorder="array",
+                           categoryarray=y_text, showgrid=False)
+    return go.Figure(traces, layout)
+
+
+def sweep_line(cells: pd.DataFrame, knob: str, metric: str, labels: dict[str, str] | None = None,
+               log: bool = False) -> go.Figure:
+    """One knob: the mean score per value with ± sd error bars; values still pending or all failed are
+    marked at the foot of the chart. ``customdata``: each point's row in ``cells``."""
+    labels = labels or {}
+    order = sorted(range(len(cells)), key=lambda i: cells.iloc[i][knob])
+    scored = [i for i in order if int(cells.iloc[i]["n"])]
+    rows = cells.iloc[scored]
+    traces = [dict(type="scatter", x=rows[knob].tolist(), y=rows["mean"].astype(float).tolist(), name=metric,
+                   mode="lines+markers+text", text=[f"{m:.3f} ({int(n)})" for m, n in zip(rows["mean"], rows["n"])],
+                   textposition="top center", marker=dict(size=9, color=PALETTE[0]), line=dict(color=PALETTE[0]),
+                   error_y=dict(type="data", array=rows["sd"].fillna(0).astype(float).tolist(), visible=True),
+                   customdata=scored, hovertext=[_cell_hover(rows.iloc[j], [knob], labels, metric)
+                                                 for j in range(len(rows))],
+                   hovertemplate="%{hovertext}<extra></extra>")]
+    marks = [dict(x=cells.iloc[i][knob], y=0, xref="x", yref="paper", yanchor="bottom", showarrow=False,
+                  text=sweep_cell_text(cells.iloc[i]), font=dict(size=11, color="#777"),
+                  hovertext=_cell_hover(cells.iloc[i], [knob], labels, metric))
+             for i in order if not int(cells.iloc[i]["n"])]
+    layout = _base_layout(f"Mean {metric} across seeds (± sd)", height=380, showlegend=False, annotations=marks,
+                          clickmode="event+select", dragmode=False)
+    layout["xaxis"] = dict(title=dict(text=labels.get(knob, knob)), type="log" if log else "-")
+    layout["yaxis"] = dict(title=dict(text=metric))
+    return go.Figure(traces, layout)
+
+
+def sweep_parallel(cells: pd.DataFrame, knobs: list[str], metric: str, labels: dict[str, str] | None = None,
+                   log: frozenset[str] = frozenset()) -> go.Figure:
+    """Three or more knobs: one line per cell with a finished trial through the knobs' axes to its mean
+    score, coloured by it (log knobs on log10 axes, labelled with their values)."""
+    labels = labels or {}
+    rows = cells[cells["n"].astype(int) > 0]
+    dimensions = []
+    for knob in knobs:
+        values = _sorted_values(cells, knob)
+        if all(isinstance(v, str) for v in values):  # a choice knob: its choices as ticks 0, 1, …
+            codes = {v: i for i, v in enumerate(values)}
+            dimensions.append(dict(label=labels.get(knob, knob), values=[codes[v] for v in rows[knob]],
+                                   tickvals=list(codes.values()), ticktext=values))
+            continue
+        scale = np.log10 if knob in log else (lambda v: np.asarray(v, dtype=float))
+        dimensions.append(dict(label=labels.get(knob, knob), values=scale(rows[knob].astype(float)).tolist(),
+                               tickvals=scale(np.asarray(values, dtype=float)).tolist(),
+                               ticktext=[knob_value_text(v) for v in values]))
+    mean = rows["mean"].astype(float)
+    dimensions.append(dict(label=f"mean {metric}", values=mean.tolist()))
+    trace = dict(type="parcoords", dimensions=dimensions,
+                 line=dict(color=mean.tolist(), colorscale="Viridis", showscale=True,
+                           colorbar=dict(title=dict(text=f"mean {metric}"), thickness=14)))
+    pending = int((cells["n"].astype(int) == 0).sum())
+    title = f"Mean {metric} across seeds" + (f" · {pending} cell(s) still without a finished trial" if pending else "")
+    return go.Figure([trace], _base_layout(title, height=420, margin=dict(l=60, r=40, t=80, b=30)))

@@ -5,6 +5,7 @@ Not a page itself (``app.py`` registers only the four page files).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import runpy
 import threading
@@ -17,17 +18,22 @@ from core.data import ImageDataset, load_dataset
 from core.embed import BackgroundProjector
 from core.launch import active_run_ids
 from core.repro import describe_device, resolve_device
-from core.runs import RunStore, default_runs_dir
+from core.runs import RunIdError, RunStore, default_runs_dir
 
 # -- session-state keys (one place, so pages cannot drift apart) ------------------------------------
 DATA = "data"                  # built-in name or path of the uploaded npz chosen on the Data page
 ACTIVE_RUN = "active_run"      # id of the run the Train page and the sidebar follow
 EXPLORE_RUN = "explore.run"    # id of the run shown on Explore
 TRAIN_CONFIG = "train.config"  # the RunConfig dict the Train page's widgets currently describe
+FOLLOW = "explore.follow"      # Explore shows the followed run's newest epoch as it arrives (class demo)
+TRAILS = "explore.trails"      # Explore draws each centroid's path over the epochs
 RUN_QUERY = "run"              # ?run=<id> in the URL: a reload re-attaches to the same run
+SWEEP_CELL = "runs.sweep_cell" # {sweep, label, runs}: the sweep cell whose runs the Runs page shows
 
 DEFAULT_DATA = "digits"
 APP_SCRIPT = Path(__file__).resolve().parents[1] / "app.py"
+
+log = logging.getLogger(__name__)
 
 
 # -- the app shell around every page ----------------------------------------------------------------
@@ -54,9 +60,26 @@ def run_page(render: Callable[[], None]) -> None:
     from here registers the real pages, which then draws this one.
     """
     if getattr(_shell, "active", False):
-        render()
+        with unexpected_errors_shown_briefly():
+            render()
     else:
         runpy.run_path(str(APP_SCRIPT), run_name="__main__")
+
+
+UNEXPECTED_ERROR = ("Something went wrong on this page. The details are in the app's log; reloading the page "
+                    "or choosing other settings may help.")
+
+
+@contextlib.contextmanager
+def unexpected_errors_shown_briefly():
+    """An error nobody planned for becomes one sentence on the page and a traceback in the log, never a
+    traceback (with server paths) in the browser. Streamlit's own rerun and stop signals are not errors
+    (``BaseException``s) and pass through."""
+    try:
+        yield
+    except Exception:
+        log.exception("unexpected error while drawing a page")
+        st.error(UNEXPECTED_ERROR)
 
 
 # -- resources shared by every session ------------------------------------------------------------
@@ -97,8 +120,9 @@ def remember(widget, key: str, default, **kwargs):
     if key not in st.session_state or st.session_state.get(drawn_default, default) != default:
         st.session_state[key] = shown_value(key, default)
     st.session_state[drawn_default] = default
-    options = kwargs.get("options")
-    if options is not None and st.session_state[key] is not None and st.session_state[key] not in list(options):
+    options, value = kwargs.get("options"), st.session_state[key]
+    chosen = value if isinstance(value, (list, tuple)) else [value]  # a multiselect's or a range slider's values
+    if options is not None and value is not None and any(v not in list(options) for v in chosen):
         st.session_state[key] = default  # the options changed under it, e.g. a preset of the method chosen before
     value = widget(key=key, **kwargs)
     st.session_state[f"_{key}"] = value
@@ -138,16 +162,33 @@ def attach(run_id: str) -> None:
 
 
 def attached_run() -> RunStore | None:
-    """The followed run: this session's, else the URL's (after a reload), else the newest live one."""
+    """The followed run: the one this session started or chose, else the one the URL names (after a reload).
+
+    Never another session's run uninvited: ``other_live_runs`` lists those, to be followed on purpose.
+    An id that names no run (or is not an id at all: ``?run=../elsewhere``) is dropped.
+    """
     run_id = st.session_state.get(ACTIVE_RUN) or st.query_params.get(RUN_QUERY)
-    if run_id and (runs_dir() / run_id / "config.json").exists():
-        st.session_state[ACTIVE_RUN] = run_id
-        return RunStore(runs_dir() / run_id)
-    live = active_run_ids(runs_dir())
-    if live:
-        st.session_state[ACTIVE_RUN] = live[0]
-        return RunStore(runs_dir() / live[0])
-    return None
+    if not run_id:
+        return None
+    try:
+        store = run_store(run_id)
+    except RunIdError:
+        st.session_state.pop(ACTIVE_RUN, None)
+        if st.query_params.get(RUN_QUERY) == run_id:
+            del st.query_params[RUN_QUERY]
+        return None
+    st.session_state[ACTIVE_RUN] = run_id
+    return store
+
+
+def other_live_runs(followed: RunStore | None) -> list[str]:
+    """Ids of the runs training now (queued or running, process alive) that this session does not follow."""
+    return [run_id for run_id in active_run_ids(runs_dir()) if followed is None or run_id != followed.id]
+
+
+def run_store(run_id: str) -> RunStore:
+    """The run ``run_id`` of the runs folder; ``RunIdError`` for anything else (the pages' one way to a run)."""
+    return RunStore.open(runs_dir(), run_id)
 
 
 def format_duration(seconds: float | None) -> str:

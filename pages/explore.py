@@ -20,7 +20,7 @@ from core.embed import (KINDS, EpochView, colour_slots, compute_frames, epoch_vi
 from core.gallery import to_display
 from core.launch import run_state
 from core.metrics import aligned_confusion
-from core.runs import ACTIVE_STATES, RunStore, list_runs
+from core.runs import ACTIVE_STATES, RunIdError, RunStore, list_runs
 from pages import charts, common
 
 POLL_INTERVAL_S = 2.0  # while frames are computing or the run is training
@@ -59,6 +59,20 @@ def colour_ui(has_clusters: bool, has_labels: bool) -> str:
     colour_by = common.remember(st.selectbox, "explore.colour", options[0], label="Colour by", options=options,
                                 format_func=charts.COLOUR_BY.get)
     return colour_by if colour_by in options else options[0]
+
+
+def view_options_ui(active: bool) -> tuple[bool, bool]:
+    """(draw centroid trails, follow the newest epoch); following is offered while the run trains."""
+    left, right = st.columns(2)
+    with left:
+        trails = common.remember(st.checkbox, common.TRAILS, False, label="Centroid trails",
+                                 help="each centroid's path over the epochs so far, a faint line in its "
+                                      "cluster's colour; the × is where it is now")
+    with right:
+        follow = common.remember(st.toggle, common.FOLLOW, False, label="Follow training", disabled=not active,
+                                 help="show each new epoch as soon as its frame is ready (the class demo turns "
+                                      "this on)")
+    return trails, follow and active
 
 
 # -- compute --------------------------------------------------------------------------------------
@@ -166,7 +180,8 @@ def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None)
         if not scheduled:
             st.info("This run has no snapshot yet; the first appears after its first epoch.")
             return
-        if st.session_state.get(EPOCH_KEY) not in scheduled:
+        trails, follow = view_options_ui(run_state(store) in ACTIVE_STATES)
+        if st.session_state.get(EPOCH_KEY) not in scheduled or (follow and ready):
             st.session_state[EPOCH_KEY] = ready[-1] if ready else scheduled[-1]
         phases = phase_of_epochs(store)
         epoch = st.select_slider("Epoch", options=scheduled, key=EPOCH_KEY,
@@ -184,7 +199,8 @@ def explorer(store: RunStore, kind: str, colour_by: str, interval: float | None)
         ranges = charts.frame_ranges([v.frame.xy for v in animation] +
                                      [v.frame.centroids for v in animation if v.frame.centroids is not None])
         figure = charts.scatter_figure(view, colour_by, final_slots(store, n_clusters), class_names, ranges,
-                                       revision=f"{store.id}-{kind}", animation=animation, phases=phases)
+                                       revision=f"{store.id}-{kind}", animation=animation, phases=phases,
+                                       trails=trails)
         left, right = st.columns([3, 2], gap="medium")
         with left:
             event = st.plotly_chart(figure, key="explore.scatter", on_select="rerun",
@@ -235,11 +251,46 @@ def _draw_epoch_scores(store: RunStore, epoch: int) -> None:
         column.metric(f"{name} (epoch {epoch})", "—" if value != value else f"{value:.3f}")
 
 
+def follow_training_run(run_ids: list[str]) -> str | None:
+    """While following, show the run Train follows as long as it trains: choose it here once it has a
+    snapshot. Returns its id while it has none yet (the page waits for it), else None."""
+    run_id = st.session_state.get(common.ACTIVE_RUN)
+    if not run_id or not common.shown_value(common.FOLLOW, False):
+        return None
+    try:
+        store = common.run_store(run_id)
+    except RunIdError:
+        return None
+    if run_state(store) not in ACTIVE_STATES:
+        return None  # a finished run is not followed: the user may pick any run again
+    if run_id not in run_ids:
+        return run_id
+    if common.shown_value(common.EXPLORE_RUN, None) != run_id:
+        common.restore(common.EXPLORE_RUN, run_id)
+    return None
+
+
+def wait_for_first_snapshot(store: RunStore) -> None:
+    """Poll until the run has its first snapshot, then draw the page again."""
+
+    @st.fragment(run_every=POLL_INTERVAL_S)
+    def waiting():
+        st.info(f"Following `{store.id}`: its first epoch is on its way…")
+        if store.snapshot_epochs():
+            st.rerun()
+
+    waiting()
+
+
 def render() -> None:
     """The page: run, projection and colour on top; the epoch's picture and details below."""
     st.title("Explore")
     runs = list_runs(common.runs_dir())
-    runs = runs[[bool(RunStore(common.runs_dir() / r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
+    runs = runs[[bool(common.run_store(r).snapshot_epochs()) for r in runs["id"]]] if len(runs) else runs
+    waiting = follow_training_run(list(runs["id"]) if len(runs) else [])
+    if waiting:
+        wait_for_first_snapshot(common.run_store(waiting))
+        return
     if runs.empty:
         st.info("No run with latent snapshots yet. Start one on the **Train** page; its first snapshot appears "
                 "after one epoch.")
@@ -247,7 +298,7 @@ def render() -> None:
     top = st.columns([2.6, 1.4, 1.4], vertical_alignment="bottom")
     with top[0]:
         run_id = run_ui(runs)
-    store = RunStore(common.runs_dir() / run_id)
+    store = common.run_store(run_id)
     last = store.load_snapshot(store.snapshot_epochs()[-1])
     with top[1]:
         kind = projection_ui()

@@ -6,6 +6,7 @@ it is watched, so a reload or a second tab simply reads the same files again.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -16,12 +17,13 @@ import torch
 
 from core.config import Knob
 from core.data import DataError
+from core.data.builtin import cache_dir
 from core.embed import colour_slots
 from core.launch import RunProgress, log_tail, run_progress, start_run, stop_run
 from core.methods import REGISTRY, get_method
 from core.metrics import COLLAPSE_SHARE, largest_share
 from core.runs import RunStore
-from core.train import RunConfig, TrainerConfig
+from core.train import RunConfig, TrainerConfig, init_weights
 from pages import charts, common
 
 # What watching costs a run training on the same CPU (bench/app_speed.py): each refresh of the panel
@@ -29,6 +31,7 @@ from pages import charts, common
 # unchanged is not redrawn. So the panel refreshes every 3 s and the charts change at most every 6 s.
 LIVE_INTERVAL_S = 3.0
 CHART_INTERVAL_S = 6.0
+DEMO_DATA = "digits"  # the class demo: a method's fast preset on the built-in digits, seed 0
 PRESET_LABELS = {"fast": "fast demo", "cpu": "CPU budget", "": "defaults"}  # other presets show their own names
 TRAINING_KNOBS = ("pretrain_epochs", "epochs", "batch_size", "lr", "pretrain_lr")
 ARCHITECTURE_KNOBS = ("autoencoder", "latent_dim")  # have symbols, but are not what one tunes per run
@@ -37,19 +40,19 @@ HIDDEN_WITHOUT_PHASE = {"pretrain_epochs": "pretrain", "epochs": "cluster", "bat
 
 
 # -- ui -------------------------------------------------------------------------------------------
-def method_ui() -> str:
+def method_ui(key: str = "train.method") -> str:
     """The registry name of the chosen method (IDEC first time)."""
     names = list(REGISTRY)
-    return common.remember(st.selectbox, "train.method", "idec" if "idec" in names else names[0],
+    return common.remember(st.selectbox, key, "idec" if "idec" in names else names[0],
                            label="Method", options=names, format_func=lambda n: REGISTRY[n].title)
 
 
-def preset_ui(method: str, data: str) -> str | None:
+def preset_ui(method: str, data: str, key: str = "train.preset") -> str | None:
     """One of the method's presets for this data set (``fast`` first time), or None: its defaults."""
     presets = REGISTRY[method].presets(data)
     usual = [name for name in ("fast", "cpu", "paper") if name in presets]
     options = [*usual, *(name for name in presets if name not in usual), ""]
-    preset = common.remember(st.segmented_control, "train.preset", "fast", label="Preset", options=options,
+    preset = common.remember(st.segmented_control, key, "fast", label="Preset", options=options,
                              format_func=lambda name: PRESET_LABELS.get(name, name),
                              help="fast demo: short, for a class on a laptop · CPU budget: the benchmarks' "
                                   "budget on 2 CPU cores · paper: the published settings")
@@ -145,8 +148,8 @@ def restore_settings(config: dict) -> None:
         common.restore(key, value)
 
 
-def settings_ui(data: str, n_classes: int | None) -> RunConfig:
-    """Every widget of the left column; returns the run configuration they describe."""
+def settings_ui(data: str, n_classes: int | None, shape: tuple[int, int, int]) -> RunConfig:
+    """Every widget of the left column (for images of ``shape``); returns the run configuration they describe."""
     method = method_ui()
     st.caption(_method_blurb(method))
     preset = preset_ui(method, data)
@@ -174,7 +177,38 @@ def settings_ui(data: str, n_classes: int | None) -> RunConfig:
                              help="auto picks a CUDA GPU, then Apple's MPS, then the CPU")
     with st.expander("Advanced"):
         draw(groups["advanced"])
-    return RunConfig.build(method, data, int(seed), preset, overrides, device=device, n_clusters=int(n_clusters))
+        config = RunConfig.build(method, data, int(seed), preset, overrides, device=device,
+                                 n_clusters=int(n_clusters))
+        weights = init_weights_ui(config, shape) if "pretrain" in get_method(method).phases else None
+    return config if weights is None else dataclasses.replace(config, init_weights=weights)
+
+
+def init_weights_ui(config: RunConfig, shape: tuple[int, int, int]) -> str | None:
+    """An uploaded autoencoder state dict that replaces pretraining: its path in the user cache (kept under its
+    content hash), or None. A file that does not fit the method's autoencoder is refused and nothing is written."""
+    uploaded = st.file_uploader("Start from an imported autoencoder (a PyTorch state dict, .pt)", type=["pt", "pth"],
+                                key=f"train.{config.method}.init_weights",
+                                help="replaces pretraining: the run starts at the cluster initialisation on its "
+                                     "codes. Its own names, a run's model, or a layout the method declares "
+                                     "(e.g. the official DCSS MNIST autoencoder)")
+    if uploaded is None:
+        return None
+    try:
+        path, sentence = accept_weights(uploaded.name, uploaded.getvalue(), config, shape)
+    except init_weights.WeightsError as err:
+        st.error(f"{err} Nothing was saved; the run pretrains as usual.")
+        return None
+    st.caption(sentence)
+    return path
+
+
+def accept_weights(filename: str, content: bytes, config: RunConfig, shape: tuple[int, int, int]) -> tuple[str, str]:
+    """Check uploaded weights against the configured method's autoencoder and keep them in the user cache;
+    returns (their path, a sentence saying how they were read). Raises ``WeightsError``, writing nothing."""
+    method = get_method(config.method)(config.params, config.n_clusters, config.seed)
+    layout = init_weights.check(content, filename, method, shape)
+    path = init_weights.save_upload(content, cache_dir() / "weights")
+    return str(path), f"{filename}, read as {layout}: the run skips pretraining and starts from these weights."
 
 
 def device_options() -> list[str]:
@@ -281,9 +315,10 @@ def draw_live(store: RunStore) -> RunProgress:
     left, right = st.columns(2)
     left.plotly_chart(figures["loss"], key="live.loss")
     right.plotly_chart(figures["scores"], key="live.scores")
-    warning = collapse_warning(progress.sizes)
-    if warning:
-        st.warning(warning)
+    method_cls = get_method(config["method"])
+    for warning in [collapse_warning(progress.sizes, method_cls.known_collapse), *method_cls.warnings(progress.metrics)]:
+        if warning:
+            st.warning(warning)
     st.plotly_chart(figures["sizes"], key="live.sizes")
     if figures["diagnostics"] is not None:
         st.markdown(f"**What {get_method(config['method']).title} reports per epoch**")
@@ -291,8 +326,9 @@ def draw_live(store: RunStore) -> RunProgress:
     return progress
 
 
-def collapse_warning(sizes) -> str | None:
-    """A sentence when clusters are emptied or one holds more than ``COLLAPSE_SHARE`` × its balanced share."""
+def collapse_warning(sizes, known: str = "") -> str | None:
+    """A sentence when clusters are emptied or one holds more than ``COLLAPSE_SHARE`` × its balanced share;
+    ``known`` is what the method is known to do then (``Method.known_collapse``), said instead of general advice."""
     if sizes is None or not len(sizes) or not sizes.sum():
         return None
     share, empty = largest_share(sizes), int((sizes == 0).sum())
@@ -300,8 +336,8 @@ def collapse_warning(sizes) -> str | None:
     parts += [f"{empty} cluster{'s are' if empty > 1 else ' is'} empty"] if empty else []
     if not parts:
         return None
-    return ("Collapse warning: " + " and ".join(parts) + ". A loss without a balance term can merge clusters; "
-            "a better start (longer pretraining) or a smaller learning rate may help.")
+    return ("Collapse warning: " + " and ".join(parts) + ". " + (known or "A loss without a balance term can merge "
+            "clusters; a better start (longer pretraining) or a smaller learning rate may help."))
 
 
 def render() -> None:
@@ -320,7 +356,7 @@ def render() -> None:
                     f"({dataset.shape[1]}×{dataset.shape[2]})")
         actions = st.container()  # Start/Stop above the long list of sliders, filled once they are read
         try:
-            config = settings_ui(data, dataset.n_classes)
+            config = settings_ui(data, dataset.n_classes, dataset.shape)
         except ValueError as err:
             st.error(f"These settings cannot be used: {err}")
             return
@@ -336,24 +372,66 @@ def render() -> None:
                            help="finish the current batch, checkpoint, stop"):
             stop_run(store)
             st.rerun()
+        with actions:
+            draw_demo_button(config.method, running)
     with live:
         if store is None:
             st.info("Choose the settings and press **Start**. Training runs in its own process: reloading "
                     "this page or closing the browser does not stop it.")
         else:
             live_panel(store, running)
-        draw_loss_curves(config)
+        draw_how_it_works(config, expanded=store is None or not running)
 
 
-def draw_loss_curves(config: RunConfig) -> None:
-    """The chosen method's loss as a function of its knobs (if it has such curves), redrawn as they move."""
+def symbol_lines(method_cls, params) -> list[str]:
+    """"$\\alpha$ → slider **alpha** = 1": one entry per symbol of the objective and the slider setting it."""
+    lines = []
+    for symbol, name in method_cls.symbols.items():
+        value = getattr(params, name)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        lines.append(f"${symbol}$ → slider **{name}** = {shown}")
+    return lines
+
+
+def draw_how_it_works(config: RunConfig, expanded: bool = True) -> None:
+    """The chosen method explained: its objective, which slider sets which symbol, what it does and what the
+    live panels will show, and its loss-response panels, redrawn as the sliders move."""
     method_cls = get_method(config.method)
-    panels = method_cls.loss_curves(config.params)
-    if panels:
-        with st.expander(f"How the {method_cls.title} loss responds to the knobs", expanded=True):
+    with st.expander(f"How {method_cls.title} works", expanded=expanded):
+        if method_cls.objective:
+            st.latex(method_cls.objective)
+        if method_cls.symbols:
+            st.markdown(" · ".join(symbol_lines(method_cls, config.params)))
+        if method_cls.explanation:
+            st.markdown(method_cls.explanation)
+        if method_cls.demo:
+            st.info(method_cls.demo, icon=":material/school:")
+        panels = method_cls.loss_curves(config.params)
+        if panels:
             st.caption("Computed from the knobs alone, before any training: move a slider on the left and "
                        "the curves follow.")
             st.plotly_chart(charts.panels_figure(panels, ""), key="train.loss_curves")
+
+
+def draw_demo_button(method: str, running: bool) -> None:
+    """The class-demo button; pressing it calls ``start_demo`` before the page is drawn again."""
+    title = get_method(method).title
+    st.button(f"Class demo: {title}, fast, on {DEMO_DATA}", key="train.demo", disabled=running,
+              icon=":material/school:", width="stretch", on_click=start_demo, args=(method,),
+              help="a run is in progress: stop it first" if running else
+              f"sets {title}'s fast preset on {DEMO_DATA} (seed 0), starts it, and lets Explore follow the "
+              "newest epoch as it arrives, with the centroids' trails")
+
+
+def start_demo(method: str) -> None:
+    """Start ``method``'s fast preset on the demo data, show its settings here, and make Explore follow it
+    (a button callback: it runs before the widgets whose values it sets are drawn)."""
+    config = RunConfig.build(method, DEMO_DATA, 0, "fast")
+    restore_settings(config.to_dict())
+    run = start_run(config, common.runs_dir())
+    common.attach(run.id)
+    common.restore(common.FOLLOW, True)
+    common.restore(common.TRAILS, True)
 
 
 def live_panel(store: RunStore, active: bool) -> None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: every test writes runs and caches under its own temporary folder."""
+"""Shared fixtures: every test writes runs, sweeps and caches under its own temporary folder."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("CLUSTERLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CLUSTERLAB_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CLUSTERLAB_SWEEPS", str(tmp_path / "sweeps"))
     if "CLUSTERLAB_DATA" not in os.environ and SHARED_DATA.is_dir():
         monkeypatch.setenv("CLUSTERLAB_DATA", str(SHARED_DATA))
     return tmp_path

@@ -34,13 +34,19 @@ def app(monkeypatch):
     monkeypatch.setenv("CLUSTERLAB_UMAP_WARMUP", "0")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
-    assert not at.exception, at.exception
+    assert_no_error_hidden(at)
     return at
+
+
+def assert_no_error_hidden(at: AppTest) -> None:
+    """Neither an exception nor the sentence that stands for one (``common.unexpected_errors_shown_briefly``)."""
+    assert not at.exception, [e.message for e in at.exception]
+    assert common.UNEXPECTED_ERROR not in [e.value for e in at.error], "a page failed: see the log above"
 
 
 def open_page(at: AppTest, name: str) -> AppTest:
     at.switch_page(f"pages/{name}.py").run()
-    assert not at.exception, [e.message for e in at.exception]
+    assert_no_error_hidden(at)
     return at
 
 
@@ -230,9 +236,16 @@ def test_collapse_warning_by_hand(sizes, expected):
     assert warning is None if expected is None else warning.startswith("Collapse warning: " + expected)
 
 
+def test_collapse_warning_names_decs_known_behaviour_instead_of_general_advice():
+    from core.methods.decs import DECS
+    warning = train.collapse_warning(np.array([5, 0, 5]), DECS.known_collapse)
+    assert warning == "Collapse warning: 1 cluster is empty. " + DECS.known_collapse
+    assert "official code empties the same clusters" in warning and "balance term" not in train.collapse_warning(
+        np.array([5, 0, 5]), "Known.")
+
+
 def test_train_page_draws_the_decs_loss_curves_and_they_follow_the_knobs(app):
     at = open_page(app, "train")
-    assert "train.loss_curves" not in plotly_figures(at)  # IDEC has no such curves
     at.selectbox(key="train.method").set_value("decs").run()
 
     def sq_at_fq1_zero_with_fq2_one():

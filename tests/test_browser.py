@@ -20,6 +20,7 @@ import pytest
 
 from core.launch import is_alive
 from core.runs import RunStore
+from core.sweep import SweepStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CLUSTERLAB_CHROMIUM", "/usr/bin/chromium"))
@@ -70,11 +71,12 @@ def _wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60) -> N
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """``streamlit run app.py`` on a free port; stops it, and any run it started, afterwards."""
+    """``streamlit run app.py`` on a free port; stops it, and any sweep or run it started, afterwards."""
     folder = tmp_path_factory.mktemp("browser")
     runs = folder / "runs"
     port = _free_port()
     env = {**os.environ, "CLUSTERLAB_RUNS": str(runs), "CLUSTERLAB_CACHE": str(folder / "cache"),
+           "CLUSTERLAB_SWEEPS": str(folder / "sweeps"),
            # this test never shows UMAP: its numba warm-up would only compete with training for the CPU
            "CLUSTERLAB_UMAP_WARMUP": "0", "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
@@ -88,6 +90,11 @@ def app_url(tmp_path_factory):
         _wait_healthy(url, process)
         yield url, runs
     finally:
+        for manifest in (folder / "sweeps").glob("*/sweep.json"):  # first the schedulers, which start runs
+            sweep = SweepStore(manifest.parent)
+            sweep.request_stop()
+            if is_alive(sweep.pid()):
+                os.kill(sweep.pid(), signal.SIGTERM)
         for config in runs.glob("*/config.json"):  # training runs live on after the app: stop them here
             store = RunStore(config.parent)
             pid = store.read_status().get("pid")
@@ -206,6 +213,15 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
         time.sleep(0.5)
     assert int(store.read_metrics()["epoch"].max()) > epoch_before, "training did not continue after the reload"
 
+    # A second tab without ?run= lists the run in its sidebar, but does not take it over.
+    other = page.context.new_page()
+    other.goto(f"{url}/train")
+    other.get_by_test_id("stSidebar").get_by_text(store.id, exact=True).first.wait_for()
+    screenshot(other, "second_tab")
+    assert other.get_by_role("button", name="Start", exact=True).is_enabled()
+    assert other.get_by_role("button", name="Stop", exact=True).is_disabled()
+    other.close()
+
     # Explore: the background t-SNE of the run appears; PCA (immediate) shows the centroids at once.
     page.get_by_role("link", name="Explore").click()
     tsne = wait_for_scatter(page, lambda traces: traces.get("samples", 0) == 1797, timeout_s=90)
@@ -214,6 +230,11 @@ def test_train_idec_watch_curves_reload_and_explore(page, app_url):
     scatter = wait_for_scatter(page, lambda traces: traces.get("centroids", 0) > 0, timeout_s=30)
     assert scatter["traces"]["centroids"] == 10 and scatter["traces"]["samples"] == 1797, (tsne, scatter)
     screenshot(page, "explore")
+    # Centroid trails: one line per centroid through the epochs so far (the init and a cluster epoch at least)
+    page.get_by_text("Centroid trails").click()
+    trails = wait_for_scatter(page, lambda traces: traces.get("trail 9", 0) >= 2, timeout_s=30)
+    assert all(trails["traces"][f"trail {k}"] >= 2 for k in range(10)), trails
+    screenshot(page, "explore_trails")
 
     page.get_by_role("link", name="Runs").click()
     wait_for_chart(page, "ACC per epoch", store.id, at_least=2, timeout_s=30)

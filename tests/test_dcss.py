@@ -1,5 +1,6 @@
 """DCSS's losses against values worked out by hand, where its gradients flow, and its two-phase schedule."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -7,7 +8,7 @@ from core.data import ImageDataset, load_dataset
 from core.methods import Batch
 from core.methods.base import assign_all, encode_all, kmeans_labels
 from core.methods.dcss import (DCSS, DCSSAutoencoder, DCSSConfig, clip_confident, fuzzy_centres, fuzzy_memberships,
-                               pair_counts, pair_loss, phase1_losses)
+                               output_shares, pair_counts, pair_loss, partner_shares, phase1_losses)
 from core.runs import RunStore
 from core.train import RunConfig, Trainer
 
@@ -95,6 +96,22 @@ def test_pair_counts_by_hand():
     # sample 1 has no partner above ζ (its .9 is with itself): one sample without a similar neighbour
     counts = {k: v.item() for k, v in pair_counts(S3, 0.8, 0.2).items()}
     assert counts == {"pairs_similar": 1, "pairs_dissimilar": 1, "pairs_ignored": 1, "no_similar": 1}
+
+
+def test_partner_shares_by_hand_without_the_diagonal():
+    # s = a·aᵀ: a0·a1 = 0.9 > ζ pairs samples 0 and 1; sample 2's only s > ζ is with itself (excluded), and
+    # sample 3 reaches 0.5 with everyone. Clusters (argmax, ties to the first): {0, 1, 3}, {2}, none.
+    a = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.5, 0.5, 0.0]])
+    for chunk in (1, 3, 2048):  # rows of s formed a chunk at a time give the same answer
+        shares = partner_shares(a, a.argmax(1), 3, zeta=0.8, chunk=chunk)
+        torch.testing.assert_close(shares[:2], torch.tensor([2 / 3, 0.0], dtype=torch.float64))
+        assert torch.isnan(shares[2])
+
+
+def test_output_shares_by_hand():
+    # argmax (0, 0, 2, 1, 0, 2): counts (3, 1, 2) against N/K = 2
+    q = torch.tensor([[.6, .3, .1], [.5, .4, .1], [.1, .2, .7], [.2, .7, .1], [.8, .1, .1], [.1, .1, .8]])
+    torch.testing.assert_close(output_shares(q), torch.tensor([1.5, 0.5, 1.0], dtype=torch.float64))
 
 
 # -- the network -------------------------------------------------------------------------------------
@@ -195,6 +212,39 @@ def test_schedule_of_phases_centre_updates_similarity_space_and_optimisers(dcss_
     assert 0 < events[3]["confidence"] <= 1 and 0 <= events[3]["no_similar"] <= 24
 
 
+def test_merge_risk_is_measured_before_phase_2_and_before_the_first_q_q_epoch(dcss_model):
+    # phase1_epochs 2, T2 = 1: phase 2's epoch 0 measures p·p partners, its epoch 1 (the switch) q·q and MNet
+    method, model, x = dcss_model
+    events = []
+    for epoch in range(4):
+        events.append(method.on_epoch_start(model, "cluster", epoch, x))
+        method.on_epoch_end(model, "cluster", epoch)
+    measured = [(not np.isnan(e["partnered_min"]), not np.isnan(e["output_min"])) for e in events]
+    assert measured == [(False, False), (False, False), (True, False), (True, True)]
+    q = model.mnet(encode_all(method, model.eval(), x))
+    assert events[3]["output_min"] == pytest.approx(float(output_shares(q).min()))
+    assert 0.0 <= events[2]["partnered_min"] <= 1.0
+
+
+@pytest.mark.parametrize("output_min, partnered_min, expected", [
+    (0.05, 0.5, "the smallest MNet output holds 5% of an even share N/K (under 10%)"),
+    (0.17, 0.0, "in one cluster only 0% of the samples have a similar partner (under 10%)"),
+    (0.05, 0.02, "the smallest MNet output holds 5% of an even share N/K and in one cluster only 2% of the samples"),
+    (0.5, 0.5, None),
+    (float("nan"), float("nan"), None),
+])
+def test_merge_warning_reads_the_switch_row(output_min, partnered_min, expected):
+    # the row before holds phase 2's p·p measurement, which never warns: only the switch row counts
+    nan = float("nan")
+    metrics = pd.DataFrame({"epoch": [5, 6, 7], "output_min": [nan, output_min, nan],
+                            "partnered_min": [0.0, partnered_min, nan]})
+    warnings = DCSS.warnings(metrics)
+    assert len(warnings) == (expected is not None)
+    assert expected is None or warnings[0].startswith("Merge warning: at the switch to q·q similarity (epoch 6) "
+                                                      + expected)
+    assert DCSS.warnings(pd.DataFrame({"epoch": [1]})) == []
+
+
 def test_read_out_is_p_in_phase1_and_q_in_phase2(dcss_model):
     method, model, x = dcss_model
     p, _ = assign_all(method, model, x)
@@ -225,6 +275,10 @@ def test_presets_follow_the_spec():
     assert (c.phase1_lr, c.phase1_momentum, c.ae_lr, c.mnet_lr) == (1e-6, 0.9, 1e-5, 1e-3)
     assert (t.batch_size, t.pretrain_epochs, c.phase1_epochs, t.epochs - c.phase1_epochs) == (500, 200, 200, 20)
     assert {"paper", "fast", "cpu"} <= set(DCSS.presets("usps")) and DCSS.published == {}
+    # §b and §i.3: the CPU budget runs USPS through the official 28×28 net (third stage 3×3, not 1×1)
+    usps = RunConfig.build("dcss", "usps", preset="cpu")
+    ae = DCSS(usps.params, 10).build((1, 16, 16)).ae
+    assert ae.work_size == (28, 28) and ae.encoder[-1].in_features == 128 * 3 * 3
     assert DCSS.ablations()["AE + k-means (same autoencoder)"] == {"epochs": 0}
 
 

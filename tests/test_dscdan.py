@@ -8,10 +8,10 @@ import torch
 from core.data import load_dataset
 from core.methods import Batch
 from core.methods.dscdan import (DSCDAN, DSCDANConfig, align_labels, categorical_kl_uniform, gaussian_kl, js_mi_loss,
-                                 knn_affinity, mixture_kl, orthonormalise, orthonormality_error, reparameterise,
-                                 spectral_loss, squared_error)
+                                 knn_affinity, mean_p_log_p, mixture_kl, orthonormalise, orthonormality_error,
+                                 reparameterise, spectral_loss, squared_error)
 from core.runs import RunStore
-from core.train import RunConfig, Trainer
+from core.train import AutoencoderCache, RunConfig, Trainer
 
 LINE = torch.tensor([[0.0], [1.0], [3.0], [7.0], [15.0]])  # nearest others at 1, 1, 2, 4, 8 → median 2
 
@@ -47,6 +47,18 @@ def test_mixture_kl_by_hand():
     torch.testing.assert_close(mixture_kl(mu, logvar, torch.ones(5, 1), torch.zeros(1, 3)), gaussian_kl(mu, logvar))
 
 
+def test_mixture_kl_with_a_variance_and_two_means_by_hand():
+    # μ = (1, 0), log σ² = (0, ln 2), so σ² = (1, 2).
+    # ν_1 = (0, 0): ½[(1 + 1 − 0 − 1) + (2 + 0 − ln 2 − 1)] = 1 − ½ ln 2
+    # ν_2 = (1, 2): ½[(1 + 0 − 0 − 1) + (2 + 4 − ln 2 − 1)] = 2.5 − ½ ln 2
+    # P = (½, ½) → 1.75 − ½ ln 2; a second sample with P = (0, 1) at μ = ν_2, σ = 1 adds 0 → batch mean halves it
+    mu = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
+    logvar = torch.tensor([[0.0, math.log(2)], [0.0, 0.0]])
+    p = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    nu = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    assert mixture_kl(mu, logvar, p, nu).item() == pytest.approx((1.75 - 0.5 * math.log(2)) / 2)
+
+
 @pytest.mark.parametrize("p, expected", [
     ([0.5, 0.5], 0.0),                                                      # uniform
     ([1.0, 0.0], math.log(2)),                                              # one-hot: 0 + ln 2
@@ -54,6 +66,13 @@ def test_mixture_kl_by_hand():
 ])
 def test_categorical_kl_uniform_by_hand(p, expected):
     assert categorical_kl_uniform(torch.tensor([p])).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_categorical_term_averages_the_batch_by_hand():
+    # Σ_k P log P per row: (¼, ¼, ¼, ¼) → 4·¼ ln ¼ = −ln 4; (1, 0, 0, 0) → 0 (0 log 0 = 0); batch mean −½ ln 4 = −ln 2
+    p = torch.tensor([[0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]])
+    assert mean_p_log_p(p).item() == pytest.approx(-math.log(2), abs=1e-6)
+    assert categorical_kl_uniform(p).item() == pytest.approx(-math.log(2) + math.log(4), abs=1e-6)  # + ln K
 
 
 def test_reparameterised_noise_reaches_the_variance():
@@ -204,7 +223,66 @@ def test_joint_step_terms_and_gradients(dscdan_model):
                                       model.dual.local_critic, model.spectral))
     assert model.nu.grad.abs().sum() > 0  # ν is learnt (initialised at 0)
     scalars = method.on_epoch_end(model, "cluster", 1)
-    assert set(scalars) == {"ortho_error", "kernel_scale_s"} and scalars["kernel_scale_s"] > 0
+    assert set(scalars) == {"ortho_error", "kernel_scale_s", "p_log_p"} and scalars["kernel_scale_s"] > 0
+
+
+def test_mixture_pretraining_trains_the_classifier_and_the_means(dscdan_model):
+    method, model, x = dscdan_model
+    method.config = DSCDANConfig(latent_dim=8, prior="mixture")
+    method.on_epoch_start(model, "pretrain", 0, x)
+    terms = method.pretrain_step(model, Batch(x, torch.arange(len(x))))
+    assert set(terms) == {"loss", "recon", "relative", "global_mi", "local_mi", "mixture_kl", "cluster_prior"}
+    c = method.config
+    expected = (c.lambda_r * (terms["recon"] + c.delta * terms["relative"]) + c.beta_g * terms["global_mi"]
+                + c.beta_l * terms["local_mi"] + c.gamma * terms["mixture_kl"] + c.cluster_prior * terms["cluster_prior"])
+    torch.testing.assert_close(terms["loss"], expected)
+    terms["loss"].backward()
+    assert _has_grad(model.spectral) and model.nu.grad.abs().sum() > 0 and _has_grad(model.dual.ae.mu_head)
+    optimised = {id(p) for group in method.optimizer(model, "pretrain").param_groups for p in group["params"]}
+    assert optimised == {id(p) for p in [*model.dual.parameters(), *model.spectral.parameters(), model.nu]}
+    # the epoch's Σ P log P: KL(P ‖ U) − ln K of the one batch
+    p_log_p = method.on_epoch_end(model, "pretrain", 0)["p_log_p"]
+    assert p_log_p == pytest.approx(terms["cluster_prior"].item() - math.log(3), abs=1e-5)
+
+
+def _tiny_digits_run(tmp_path, name, prior, snapshots):
+    """One pretraining epoch and no joint epoch on 300 digits; ``snapshots`` gets S and ν as the init saw them."""
+    digits = load_dataset("digits")
+    digits.x, digits.y = digits.x[:300], digits.y[:300]
+    config = RunConfig.build("dscdan", "digits", seed=0, preset="fast",
+                             overrides={"prior": prior, "latent_dim": 8, "beta_l": 0.0, "pretrain_epochs": 1,
+                                        "epochs": 0, "kmeans_restarts": 1, "pretrain_kmeans": True})
+    trainer = Trainer(config, digits, RunStore.create(tmp_path, name, config.to_dict()), cache=AutoencoderCache(
+        tmp_path / "cache"))
+
+    def on_event(event):
+        if event["phase"] == "init":
+            snapshots[name] = {k: v.clone() for k, v in trainer.model.state_dict().items()
+                               if k.startswith(("spectral.", "nu"))}
+    trainer.callbacks.append(on_event)
+    trainer.run()
+    return trainer
+
+
+def test_mixture_pretraining_carries_the_classifier_and_means_to_the_joint_phase(tmp_path):
+    snapshots = {}
+    first = _tiny_digits_run(tmp_path, "first", "mixture", snapshots)
+    pretrain = first.store.read_metrics().query("phase == 'pretrain'")
+    assert {"acc_kmeans_mu", "p_log_p"} <= set(pretrain.columns) and pretrain["acc_kmeans_mu"].notna().all()
+    cached = AutoencoderCache(tmp_path / "cache").load(first.pretrain_key, torch.device("cpu"))
+    assert cached["nu"].abs().sum() > 0  # ν left 0 in pretraining
+    for key, value in snapshots["first"].items():  # the init saw what pretraining left, and the cache holds it
+        torch.testing.assert_close(value, cached[key])
+    second = _tiny_digits_run(tmp_path, "second", "mixture", snapshots)
+    assert second.store.read_metrics().query("phase == 'pretrain'")["cached"].tolist() == [1.0]
+    for key, value in snapshots["first"].items():
+        torch.testing.assert_close(snapshots["second"][key], value)
+    # the N(0, I) prior caches the dual network alone, under another key
+    normal = _tiny_digits_run(tmp_path, "normal", "normal", snapshots)
+    assert normal.pretrain_key != first.pretrain_key
+    assert not any(key.startswith(("spectral.", "nu")) for key in
+                   AutoencoderCache(tmp_path / "cache").load(normal.pretrain_key, torch.device("cpu")))
+    assert "p_log_p" not in normal.store.read_metrics()  # no classifier in its pretraining
 
 
 def test_spectral_loss_reaches_the_encoder_through_the_head_not_the_affinity(dscdan_model):
@@ -262,11 +340,12 @@ def test_presets_and_ablation_columns():
     assert paper.trainer.batch_size == 100 and paper.trainer.epochs == 500  # 5000 iterations, 10 per epoch
     v2 = RunConfig.build("dscdan", "mnist-test", preset="official-v2").params
     assert (v2.n_neighbours, v2.fixed_scale, v2.readout, v2.data_term, v2.beta_l) == (5, 2.62, "argmax", "noisy", 0.0)
+    assert v2.prior == "mixture" and paper.params.prior == "normal"  # official code against paper text
     cpu = RunConfig.build("dscdan", "usps", preset="cpu")
     assert (cpu.params.gamma_joint, cpu.params.lambda_sp, cpu.params.scale_neighbour) == (1.0, 0.5, 2)
     assert cpu.trainer.epochs == 30 and cpu.params.max_iter == 300  # 10 batches of ≤ 1024 per epoch
     v1 = RunConfig.build("dscdan", "mnist-test", preset="official-v1").params
-    assert not v1.joint_autoencoder and (v1.head, v1.delta, v1.lambda_r) == ("tanh", 2.0, 2.5)
+    assert not v1.joint_autoencoder and (v1.head, v1.delta, v1.lambda_r, v1.prior) == ("tanh", 2.0, 2.5, "mixture")
     assert list(DSCDAN.ablations()) == ["ConvAE", "ConvAE+MI", "ConvAE+RS", "ConvAE+MI+RS", "ConvAE+MI+RS+SN (full)"]
     assert all(len(row) == 5 for row in DSCDAN.published_ablation.values())
 

@@ -172,7 +172,10 @@ def test_worker_computes_up_to_the_requested_epoch_in_order(synthetic_run):
     worker = threading.Thread(target=embed.serve, kwargs=dict(warm_up=False, requests=requests, events=events))
     worker.start()
     with os.fdopen(write_end, "w") as pipe:
-        pipe.write(json.dumps({"run": str(synthetic_run.path), "kind": "pca", "upto": 4}) + "\n")
+        for runs, run in ((str(synthetic_run.path.parent), "../escaped"), ("/", str(synthetic_run.path))):
+            pipe.write(json.dumps({"runs": runs, "run": run, "kind": "pca"}) + "\n")  # not run ids: ignored
+        pipe.write(json.dumps({"runs": str(synthetic_run.path.parent), "run": synthetic_run.id, "kind": "pca",
+                               "upto": 4}) + "\n")
         pipe.flush()
         deadline = time.monotonic() + 30
         while len(events.getvalue().splitlines()) < 4 and time.monotonic() < deadline:

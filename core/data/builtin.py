@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from core.data.dataset import DataError, ImageDataset, from_pixels
+from core.data.limits import UploadLimits
 from core.storage import atomic_save_npz
 
 log = logging.getLogger(__name__)
@@ -94,26 +96,65 @@ def _digits() -> ImageDataset:
     return from_pixels("digits", images, bunch.target, [str(t) for t in bunch.target_names])
 
 
-def read_npz(source: Path | io.BytesIO, name: str, test_only: bool = False) -> ImageDataset:
-    """Read ``x`` (and ``y``, ``is_test``, ``class_names``) from an npz file or buffer; never unpickles."""
+NPZ_ARRAYS = ("x", "y", "is_test", "class_names")  # what an npz may hold; other members are never read
+
+
+def read_npz(source: Path | io.BytesIO, name: str, test_only: bool = False,
+             limits: UploadLimits = UploadLimits()) -> ImageDataset:
+    """Read ``x`` (and ``y``, ``is_test``, ``class_names``) from an npz file or buffer; never unpickles.
+
+    The arrays' headers are checked against ``limits`` before any array is read.
+    """
     shown = getattr(source, "name", f"{name}.npz")
     try:
-        with np.load(source, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+        with zipfile.ZipFile(source) as archive:
+            members = {m.filename.removesuffix(".npy"): m for m in archive.infolist() if m.filename.endswith(".npy")}
+            members = {key: members[key] for key in NPZ_ARRAYS if key in members}
+            headers = {key: _npy_header(archive, member) for key, member in members.items()}
+            check_npz_size(headers, limits, shown)
+            arrays = {}
+            for key, member in members.items():
+                with archive.open(member) as handle:
+                    arrays[key] = np.lib.format.read_array(handle, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"{shown} is not a readable .npz file of plain arrays ({err})") from err
     if "x" not in arrays:
         raise DataError(f"{shown} has no array 'x' (found: {', '.join(arrays) or 'nothing'})")
     x, y, is_test = arrays["x"], arrays.get("y"), arrays.get("is_test")
-    if x.ndim == 2 and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:  # flattened square images
+    if x.ndim == 2 and x.shape[1] and round(x.shape[1] ** 0.5) ** 2 == x.shape[1]:  # flattened square images
         side = round(x.shape[1] ** 0.5)
         x = x.reshape(len(x), side, side)
     if test_only:
         if is_test is None:
-            raise DataError(f"{path} has no 'is_test' array to take the test split from")
+            raise DataError(f"{shown} has no 'is_test' array to take the test split from")
+        if is_test.dtype != bool or is_test.shape != x.shape[:1]:
+            raise DataError(f"{shown}: 'is_test' must be one True/False per image, got {is_test.dtype} {is_test.shape}")
         x, y = x[is_test], (None if y is None else y[is_test])
     names = arrays.get("class_names")
     return from_pixels(name, x, y, None if names is None else [str(n) for n in names])
+
+
+def _npy_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one ``.npy`` member, from its header alone (nothing of the array is read)."""
+    with archive.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(handle)
+    return tuple(shape), dtype
+
+
+def check_npz_size(headers: dict[str, tuple[tuple[int, ...], np.dtype]], limits: UploadLimits, shown: str) -> None:
+    """Refuse an npz whose arrays would decode to more than ``limits`` allow (a decompression bomb)."""
+    declared = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    if declared > limits.max_bytes:
+        raise DataError(f"refused: the arrays of {shown} unpack to {declared / 2**20:,.0f} MiB, more than the "
+                        f"limit max_bytes = {limits.max_bytes / 2**20:,.0f} MiB")
+    if "x" in headers:
+        refusal = limits.too_many_values(math.prod(headers["x"][0]), f"the images of {shown}")
+        if refusal:
+            raise DataError(refusal)
 
 
 def _find(spec: Builtin, data_dir) -> Path | None:

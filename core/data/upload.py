@@ -4,10 +4,13 @@ Everything is checked in memory first; a refused upload raises ``DataError`` and
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import math
 import re
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,16 +20,10 @@ from PIL import Image, UnidentifiedImageError
 
 from core.data.builtin import cache_dir, read_npz
 from core.data.dataset import DataError, ImageDataset, from_pixels
+from core.data.limits import UploadLimits
 from core.storage import atomic_save_npz
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_files: int = 100_000
-    max_bytes: int = 1 << 30          # uncompressed total
-    max_pixels: int = 4096 * 4096     # per decoded image (Pillow's own bomb guard is larger)
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ def read_upload(filename: str, data: bytes, n_clusters: int = 10, limits: Upload
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(filename).stem).strip("_") or "upload"
     suffix = Path(filename).suffix.lower()
     if suffix == ".npz":
-        dataset, skipped = read_npz(io.BytesIO(data), name), 0
+        dataset, skipped = read_npz(io.BytesIO(data), name, limits=limits), 0
     elif suffix == ".zip":
         dataset, skipped = _read_zip(name, data, limits, size)
     else:
@@ -63,8 +60,15 @@ def read_upload(filename: str, data: bytes, n_clusters: int = 10, limits: Upload
 
 
 def save_upload(dataset: ImageDataset, folder: Path | None = None) -> Path:
-    """Write an accepted upload as an npz in the common format; returns the path to train on."""
-    path = (folder or cache_dir() / "uploads") / f"{dataset.name}.npz"
+    """Write an accepted upload as an npz in the common format; returns the path to train on.
+
+    Stored by content: ``<name>-<fingerprint>.npz``, the uploaded file's cleaned name a label only. A second
+    upload of the same name with other content is another file, so it never changes the data of runs
+    trained on the first; the same content again is the same file.
+    """
+    path = (folder or cache_dir() / "uploads") / f"{dataset.name}-{dataset.fingerprint()}.npz"
+    if path.is_file():
+        return path
     images = np.round(dataset.x * 255).astype(np.uint8)  # (N, C, H, W)
     images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
     arrays = {"x": images}
@@ -74,7 +78,12 @@ def save_upload(dataset: ImageDataset, folder: Path | None = None) -> Path:
     return path
 
 
+GREY_MODES = ("L", "1", "I", "I;16", "F", "LA")  # decoded as one channel; every other mode as RGB
+
+
 def _read_zip(name: str, data: bytes, limits: UploadLimits, size) -> tuple[ImageDataset, int]:
+    """Members → images, in two passes: every image's header first (sizes summed against the limits),
+    then the decoding, so that a zip of huge images is refused before one of them is decoded."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = [m for m in archive.infolist() if not m.is_dir()]
@@ -90,14 +99,19 @@ def _read_zip(name: str, data: bytes, limits: UploadLimits, size) -> tuple[Image
     if sum(m.file_size for m in members) > limits.max_bytes:
         raise DataError(f"refused: the zip unpacks to more than {limits.max_bytes // 2**20} MiB")
 
+    headers = {member.filename: _image_header(archive, member, limits) for member in members}
+    refusal = limits.too_many_values(sum(math.prod(h) for h in headers.values() if h), "the zip's images")
+    if refusal:
+        raise DataError(refusal)
     images, folders, skipped, budget = [], [], 0, limits.max_bytes
     for member in members:
-        with archive.open(member) as handle:
-            raw = handle.read(budget + 1)  # a member may lie about its size: never read past the budget
-        budget -= len(raw)
-        if budget < 0:
-            raise DataError(f"refused: the zip unpacks to more than {limits.max_bytes // 2**20} MiB")
-        image = _decode(raw, limits)
+        image = None
+        if headers[member.filename] is not None:
+            raw = _member_bytes(archive, member, budget)
+            budget -= len(raw)
+            if budget < 0:
+                raise DataError(f"refused: the zip unpacks to more than {limits.max_bytes // 2**20} MiB")
+            image = _decode(raw, headers[member.filename])
         if image is None:
             skipped += 1
             continue
@@ -110,20 +124,55 @@ def _read_zip(name: str, data: bytes, limits: UploadLimits, size) -> tuple[Image
 
     target = size or Counter(im.size[::-1] for im in images).most_common(1)[0][0]  # (H, W)
     colour = any(im.mode == "RGB" for im in images)
+    refusal = limits.too_many_values(len(images) * math.prod(target) * (3 if colour else 1),
+                                     f"the zip's images, resized to {target[0]}×{target[1]},")
+    if refusal:
+        raise DataError(refusal)
     pixels = np.stack([np.asarray(_resize(im, target, colour)) for im in images])  # (N, H, W[, 3])
     labels = _folder_labels(folders)
     return from_pixels(name, pixels, labels), skipped
 
 
-def _decode(raw: bytes, limits: UploadLimits) -> Image.Image | None:
+def _image_header(archive: zipfile.ZipFile, member: zipfile.ZipInfo, limits: UploadLimits) -> tuple[int, int, int] | None:
+    """(height, width, channels) of a member from its image header alone; None if it is no image, or an
+    image over ``limits.max_pixels`` (skipped like an unreadable file)."""
+    with _damaged_member(member), archive.open(member) as handle:
+        try:
+            with Image.open(handle) as image:
+                width, height, mode = image.width, image.height, image.mode
+        except (UnidentifiedImageError, OSError, ValueError, EOFError, Image.DecompressionBombError):
+            return None
+    if width * height > limits.max_pixels:
+        return None
+    return height, width, 1 if mode in GREY_MODES else 3
+
+
+def _member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, budget: int) -> bytes:
+    """A member's bytes, never more than ``budget`` + 1 (a member may lie about its size)."""
+    with _damaged_member(member), archive.open(member) as handle:
+        return handle.read(budget + 1)
+
+
+@contextlib.contextmanager
+def _damaged_member(member: zipfile.ZipInfo):
+    """A damaged member (bad CRC, a size that does not match its data) refuses the whole zip."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise DataError(f"the zip member {member.filename!r} is damaged ({err})") from err
+
+
+def _decode(raw: bytes, header: tuple[int, int, int]) -> Image.Image | None:
+    """The image in ``raw``, grey or RGB; None if it cannot be decoded or is not the image its header
+    described when it was measured."""
     try:
         image = Image.open(io.BytesIO(raw))
-        if image.width * image.height > limits.max_pixels:
+        if (image.height, image.width) != header[:2]:
             return None
         image.load()
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
-    if image.mode in ("L", "1", "I", "I;16", "F", "LA"):
+    if image.mode in GREY_MODES:
         return image.convert("L")
     rgb = image.convert("RGB")
     channels = np.asarray(rgb)

@@ -59,6 +59,20 @@ class Method:
     published: ClassVar[dict[str, tuple[float, float, str]]] = {}  # data set → (ACC, NMI, source)
     # The scalars the method adds to its per-epoch events, as the app plots them: panel title → columns.
     diagnostics: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Other code bases' state-dict names for the pretrained part, so their trained weights can start a run
+    # (``core.train.init_weights``): a layout's name → {their dotted prefix: ours, or None for a tensor of
+    # theirs with no counterpart here}.
+    weight_layouts: ClassVar[dict[str, dict[str, str | None]]] = {}
+    # What the method is known to do when clusters empty or merge, measured against its authors' code: the app
+    # adds it to its collapse warning ("" when nothing is known).
+    known_collapse: ClassVar[str] = ""
+    # Teaching ("How it works" on the Train page): the objective as the spec writes it (LaTeX), each of its
+    # symbols (LaTeX) → the config field whose slider sets it, three to five sentences on the idea and on
+    # what the live panels show, and what the ``fast`` preset shows on digits (from bench/teaching.py).
+    objective: ClassVar[str] = ""
+    symbols: ClassVar[dict[str, str]] = {}
+    explanation: ClassVar[str] = ""
+    demo: ClassVar[str] = ""
 
     def __init__(self, config: Config, n_clusters: int, seed: int = 0):
         self.config = config
@@ -80,6 +94,11 @@ class Method:
     def loss_curves(cls, config: Config) -> list[CurvePanel]:
         """How the method's loss responds to its knobs, computed from ``config`` alone (no data, no
         model): panels the app redraws as the sliders move. No panels by default."""
+        return []
+
+    @classmethod
+    def warnings(cls, metrics) -> list[str]:
+        """Sentences the app shows beside a run's live charts, read from its metrics rows (a DataFrame)."""
         return []
 
     # -- model -------------------------------------------------------------------------------------

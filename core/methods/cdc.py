@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from core.config import BELOW_ONE, NON_NEGATIVE, knob
 from core.data import BUILTIN_SIZES
 from core.losses import reconstruction_loss, squared_distances, student_t_assign
+from core.methods.base import CurvePanel
 from core.methods.dec import DEC, DECConfig
 from core.models import sgd
 
@@ -89,6 +91,35 @@ def affinity_loss(q: Tensor, z: Tensor, detach_target: bool = False, alpha: floa
     return kl_rows(target, correlation_rows(z, alpha))
 
 
+def pair_curves(distances: np.ndarray, alpha: float = 1.0, input_distance: float = 1.0,
+                far_centre: float = 3.0) -> dict[str, np.ndarray]:
+    """CDC's pair losses for a batch of two codes ``z = (0, r)`` in 1-D, one r per entry of ``distances``.
+
+    ``corr``: ``correlation_loss(z, x)`` (code form) against two inputs at ``input_distance``; ``affinity``:
+    ``affinity_loss(q, z)`` with q the Student-t assignment to centroids at 0 and ``far_centre``. Both (n,).
+    """
+    x = torch.tensor([[0.0], [input_distance]], dtype=torch.float64)
+    centres = torch.tensor([[0.0], [far_centre]], dtype=torch.float64)
+    corr, affinity = [], []
+    for r in distances:
+        z = torch.tensor([[0.0], [float(r)]], dtype=torch.float64)
+        corr.append(correlation_loss(z, x, alpha=alpha).item())
+        affinity.append(affinity_loss(student_t_assign(z, centres, alpha), z, alpha=alpha).item())
+    return {"r": np.asarray(distances, dtype=float), "corr": np.array(corr), "affinity": np.array(affinity)}
+
+
+def cdc_panels(config) -> list[CurvePanel]:
+    curves = pair_curves(np.linspace(0.0, 4.0, 81), config.alpha)
+    r, corr, affinity = curves["r"], curves["corr"], curves["affinity"]
+    x_label = "distance r between the two codes (inputs 1 apart; centroids at 0 and 3)"
+    return [CurvePanel("pair losses of two codes", x_label,
+                       {"L_cr(Z, X)": (r, corr), "L_a": (r, affinity)}, {"inputs' distance": 1.0}),
+            CurvePanel(f"as weighted: λ = {config.lam:g}, η = {config.eta:g}, β = {config.beta:g}", x_label,
+                       {"λ·[L_cr(Z,X) + L_cr(Z,X′)] (pretraining)": (r, config.lam * 2 * corr),
+                        "η·L_a (fine-tuning)": (r, config.eta * affinity),
+                        "β·L_re (fine-tuning)": (r, config.beta * 2 * corr)})]
+
+
 # ------------------------------------------------------------------------------------------------
 # The method
 # ------------------------------------------------------------------------------------------------
@@ -120,6 +151,21 @@ class CDC(DEC):
     title = "CDC"
     Config = CDCConfig
     published = {"fashion-mnist": (0.649, 0.645, "CDC paper Table 2, mean of 10")}
+    objective = (r"\begin{gathered}L_{AE}=\lambda\,[L_{cr}(Z,X)+L_{cr}(Z,X')]+L_r\\"
+                 r"L_{DC}=L_c+\eta\,L_a+\beta\,L_{re},\quad L_{re}=L_{cr}(Z,X)+L_{cr}(Z,X')\\"
+                 r"L_{cr}(Z,X)=\mathrm{KL}\big(\mathcal S(C_Z)\Vert C_X\big),\quad "
+                 r"L_a=\mathrm{KL}\big(\mathcal S(C_Q)\Vert C_Z\big)\end{gathered}")
+    symbols = {r"\lambda": "lam", r"\eta": "eta", r"\beta": "beta"}
+    explanation = (
+        "CDC is DEC with pair losses: C_V is the matrix of Student-t similarities between the batch's vectors, "
+        "one row per sample, and 𝒮 sharpens it like DEC's target. The correlation loss L_cr asks the codes to "
+        "keep the neighbourhoods of the images (weighted by λ in pretraining, β in fine-tuning); the affinity "
+        "loss L_a (weight η) asks codes assigned alike to sit close together. The panels show both against the "
+        "distance between two codes: L_cr is lowest near the inputs' own distance, L_a falls once the second "
+        "code has joined the other centroid's cluster. While it trains, the loss panel shows the cluster, "
+        "affinity and regulariser terms; a failure looks like DEC's, clusters merging in the sizes chart.")
+    demo = ("Fast demo on digits (seed 0, `bench/teaching.py`): ACC 0.803, NMI 0.804, against 0.792 for k-means on "
+            "the pixels: it shows learning; about two minutes.")
 
     @classmethod
     def dataset_defaults(cls, dataset):
@@ -137,6 +183,10 @@ class CDC(DEC):
                 "cpu": {"pretrain_epochs": 20 if BUILTIN_SIZES.get(dataset, 0) >= 70000 else 30},
                 "fast": {"pretrain_epochs": 30, "epochs": 30, "max_iter": 1000, "update_interval": 30,
                          "kmeans_restarts": 5}}
+
+    @classmethod
+    def loss_curves(cls, config):
+        return cdc_panels(config)
 
     @classmethod
     def ablations(cls) -> dict[str, dict]:

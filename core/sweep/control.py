@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from core.launch import spawn
-from core.runs import ACTIVE_STATES, RunStore, default_runs_dir
+from core.runs import ACTIVE_STATES, RunStore, default_runs_dir, run_path
 from core.sweep.scheduler import new_manifest
 from core.sweep.spec import SweepSpec, checked_spec
 from core.sweep.store import SweepStore, default_sweeps_dir, new_sweep_id, sweep_state, sweep_table
@@ -54,5 +54,15 @@ def stop_sweep(store: SweepStore) -> bool:
     store.request_stop()
     table = sweep_table(store)
     for run_id in table.loc[table["state"].isin(ACTIVE_STATES), "run_id"]:
-        RunStore(store.runs_dir() / run_id).request_stop()
+        RunStore(run_path(store.runs_dir(), run_id)).request_stop()
+    return True
+
+
+def resume_sweep(store: SweepStore) -> bool:
+    """Continue a stopped sweep (or one whose scheduler died) in a new scheduler process: finished and
+    failed trials are skipped, stopped ones go on from their checkpoint. Returns whether it was resumable."""
+    if sweep_state(store) in ACTIVE_STATES or sweep_state(store) == "finished":
+        return False
+    store.clear_stop()
+    launch_scheduler(store)
     return True

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.launch import is_alive, log_tail, run_pid, run_state
-from core.runs import RunStore, new_run_id
+from core.runs import RunStore, new_run_id, run_path
 from core.sweep.executors import Ended, Executor, make_executor
 from core.sweep.spec import SweepSpec, trial_configs
 from core.sweep.store import FAILED_STATES, SweepStore
@@ -104,7 +104,7 @@ class _Scheduler:
 
     def _run(self, index: int) -> RunStore | None:
         run_id = self.trials[index].get("run_id")
-        return RunStore(self.runs_dir / run_id) if run_id else None
+        return RunStore(run_path(self.runs_dir, run_id)) if run_id else None
 
     def _sort_at_start(self, index: int) -> None:
         run = self._run(index)

@@ -81,9 +81,10 @@ def find_knob(method: str, name: str) -> Knob:
     raise ValueError(f"{method} has no knob {name!r}")
 
 
-def grid_values(method: str, name: str, n: int = 5) -> list:
-    """``n`` values across a knob's slider range: log-spaced for a log knob, on the slider's step
-    otherwise; integers rounded and repeats dropped; every choice of a select box; both booleans."""
+def grid_values(method: str, name: str, n: int = 5, low=None, high=None) -> list:
+    """``n`` values across a knob's slider range, or from ``low`` to ``high``: log-spaced for a log knob,
+    on the slider's step otherwise; integers rounded and repeats dropped; every choice of a select box;
+    both booleans."""
     knob = find_knob(method, name)
     if knob.choices is not None:
         return list(knob.choices)
@@ -93,10 +94,11 @@ def grid_values(method: str, name: str, n: int = 5) -> list:
         raise ValueError(f"knob {name!r} has no range; give its values")
     if n < 1:
         raise ValueError(f"need at least one value, got n={n}")
-    if knob.log and knob.min > 0:
-        values = [_significant(v, SIGNIFICANT_DIGITS) for v in np.geomspace(knob.min, knob.max, n)]
+    low, high = knob.min if low is None else low, knob.max if high is None else high
+    if knob.log and low > 0:
+        values = [_significant(v, SIGNIFICANT_DIGITS) for v in np.geomspace(low, high, n)]
     else:
-        values = list(np.linspace(knob.min, knob.max, n))
+        values = list(np.linspace(low, high, n))
         if knob.step:
             values = [knob.min + round((v - knob.min) / knob.step) * knob.step for v in values]
     values = [int(round(v)) if knob.type is int else round(float(v), 12) for v in values]

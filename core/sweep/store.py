@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core.launch import LAUNCH_NAME, run_state, state_with_process
-from core.runs import ACTIVE_STATES, RunStore, default_runs_dir, stamped_id
+from core.runs import ACTIVE_STATES, RunStore, default_runs_dir, run_path, stamped_id
 from core.storage import atomic_write_json, read_json
 
 MANIFEST_NAME = "sweep.json"
@@ -98,7 +98,7 @@ def trial_state(runs_dir: Path, run_id: str | None) -> tuple[str, dict]:
     """A trial's state and its run's status (``pending`` and {} before its run exists)."""
     if not run_id:
         return "pending", {}
-    store = RunStore(runs_dir / run_id)
+    store = RunStore(run_path(runs_dir, run_id))
     status = store.read_status()
     return run_state(store, status), status
 
@@ -115,7 +115,7 @@ def sweep_table(store: SweepStore, runs_dir: str | os.PathLike | None = None) ->
     for trial in manifest.get("trials", []):
         run_id = trial.get("run_id")
         state, status = trial_state(runs_dir, run_id)
-        scores = _last_scores(RunStore(runs_dir / run_id)) if run_id else {}
+        scores = _last_scores(RunStore(run_path(runs_dir, run_id))) if run_id else {}
         reason = trial.get("reason") or (status.get("reason", "") if state != "finished" else "")
         if state == "died" and not reason:
             reason = "the training process ended without a final state"

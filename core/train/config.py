@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from core.config import NON_NEGATIVE, Config, ConfigError, knob
 from core.methods import get_method
+from core.train.init_weights import WeightsError, file_sha256
 
 
 @dataclass(frozen=True)
@@ -30,13 +32,27 @@ class RunConfig:
     sweep: str | None = None  # the id of the sweep this run is a trial of
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     params: Config | None = None
+    # A state-dict file that replaces pretraining (core.train.init_weights), and its SHA-256 when configured:
+    # the run refuses a file that changed since.
+    init_weights: str | None = None
+    init_weights_sha256: str | None = None
 
     def __post_init__(self):
+        method_cls = get_method(self.method)
         if self.params is None:
-            object.__setattr__(self, "params", get_method(self.method).Config())
+            object.__setattr__(self, "params", method_cls.Config())
         if self.n_clusters is not None and (isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, int)
                                             or self.n_clusters < 2):
             raise ConfigError(f"n_clusters={self.n_clusters!r}: clustering needs K ≥ 2 clusters")
+        if self.init_weights is not None and self.init_weights_sha256 is None:
+            if "pretrain" not in method_cls.phases:
+                raise WeightsError(f"{method_cls.title} pretrains no autoencoder, so it cannot start from imported "
+                                   "weights")
+            path = Path(self.init_weights).expanduser().resolve()
+            if not path.is_file():
+                raise WeightsError(f"init weights {self.init_weights}: no such file")
+            object.__setattr__(self, "init_weights", str(path))
+            object.__setattr__(self, "init_weights_sha256", file_sha256(path))
 
     def check_samples(self, n_samples: int, n_classes: int | None = None) -> None:
         """Refuse a data set of fewer than 2·K samples (K: ``n_clusters``, else the classes, else 10)."""
@@ -72,7 +88,8 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"method": self.method, "data": self.data, "seed": self.seed, "device": self.device,
                 "n_clusters": self.n_clusters, "preset": self.preset, "sweep": self.sweep,
-                "trainer": self.trainer.to_dict(), "params": self.params.to_dict()}
+                "trainer": self.trainer.to_dict(), "params": self.params.to_dict(),
+                "init_weights": self.init_weights, "init_weights_sha256": self.init_weights_sha256}
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -80,4 +97,5 @@ class RunConfig:
                    device=values.get("device", "auto"), n_clusters=values.get("n_clusters"),
                    preset=values.get("preset"), sweep=values.get("sweep"),
                    trainer=TrainerConfig.from_dict(values.get("trainer", {})),
-                   params=get_method(values["method"]).Config.from_dict(values.get("params", {})))
+                   params=get_method(values["method"]).Config.from_dict(values.get("params", {})),
+                   init_weights=values.get("init_weights"), init_weights_sha256=values.get("init_weights_sha256"))

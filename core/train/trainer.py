@@ -1,7 +1,8 @@
 """The one training loop every method, the CLI, the app and the benchmarks share.
 
 Phases run in order: ``pretrain`` (if the method has it; served from the autoencoder cache when the
-same data, architecture, pretraining settings and seed were seen before) → ``init`` (the method's
+same data, architecture, pretraining settings and seed were seen before, or replaced by the imported
+weights the run names, as one row of the loaded codes) → ``init`` (the method's
 cluster initialisation) → ``cluster`` (if the method has it). After every epoch the trainer evaluates
 the model, writes a metrics row, a latent snapshot and a checkpoint, and calls the callbacks with the
 epoch's event; a callback returning True stops the run, as does the run's stop file or ``stop_event``.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.data import ImageDataset
+from core.data import DataError, ImageDataset
 from core.methods import Batch, Method, get_method
 from core.methods.base import assign_all, encode_all
 from core.metrics import evaluate
@@ -34,6 +35,7 @@ from core.runs import RunStore
 from core.storage import LockHeld, file_lock
 from core.train.cache import AutoencoderCache, pretrain_signature
 from core.train.config import RunConfig
+from core.train.init_weights import WeightsError, load_into
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +94,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict:
-        """Train to the end (or to a stop); returns the last metrics row."""
+        """Train to the end (or to a stop); returns the last metrics row.
+
+        A run has one writer: its lock (``RunStore.writer``) is held for the whole training, and a second
+        trainer on the same run raises ``LockHeld`` before it touches anything. A resume refuses data other
+        than the run's (``DataError``), then deletes what a killed writer left half-written and the stop
+        request that ended the run.
+        """
+        with self.store.writer():
+            return self._train(resume)
+
+    def _train(self, resume: bool) -> dict:
         generator = seed_everything(self.config.seed)
         x = torch.from_numpy(self.dataset.x).to(self.device)  # (N, C, H, W), resident on the device
         self.model, self.x = prefer_channels_last(self.method.build(self.dataset.shape).to(self.device), x)
         position = _Position()
         optimizer = None
         if resume:
+            self._check_same_data()
             self.store.discard_partial_writes()
+            self.store.clear_stop()  # the stop that ended it was acted on
         checkpoint = self.store.load_checkpoint(map_location=self.device) if resume else None
         if checkpoint:
             position, optimizer = self._restore(checkpoint, generator)
@@ -133,7 +147,7 @@ class Trainer:
         except StopTraining as stop:
             self.store.write_status("stopped", reason=str(stop))
             log.info("run %s stopped: %s", self.store.id, stop)
-        except FloatingPointError as err:
+        except (FloatingPointError, WeightsError) as err:
             self.store.write_status("failed", reason=str(err))
             log.error("run %s failed: %s", self.store.id, err)
         except Exception as err:
@@ -146,6 +160,11 @@ class Trainer:
         """Train epochs of a phase; returns False when the method ended the run (converged or out of iterations)."""
         n_epochs = self._phase_epochs(phase)
         if n_epochs == 0:
+            return True
+        if phase == "pretrain" and position.phase_epoch == 0 and self.config.init_weights:
+            self._import_weights()
+            position.epoch += n_epochs
+            self._record(position, phase, {"imported": 1.0}, epoch_time=0.0)
             return True
         if phase == "pretrain" and self.method.pretrained_part(self.model) is not None:
             # One process at a time pretrains a cache entry; one that waited finds it in the cache.
@@ -227,6 +246,10 @@ class Trainer:
         """Fill the row's metrics in place; return the epoch's snapshot arrays."""
         z = encode_all(self.method, self.model, self.x[self.snapshot_index]).cpu().numpy()  # (S, d)
         alternatives = self.method.readouts(self.model, self.x)
+        if self.dataset.y is not None:  # scored before the cluster initialisation too (DSCDAN's k-means on μ)
+            for name, other in alternatives.items():
+                row.update({f"{metric}_{name}": value
+                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         centroids = self.method.centroids(self.model)
         if centroids is None:
             return {"z": z}
@@ -236,9 +259,6 @@ class Trainer:
         sizes = np.bincount(labels, minlength=self.n_clusters)
         if self.dataset.y is not None:
             row.update(evaluate(self.dataset.y, labels))
-            for name, other in alternatives.items():
-                row.update({f"{metric}_{name}": value
-                            for metric, value in evaluate(self.dataset.y, other.cpu().numpy()).items()})
         row["changed"] = (float(np.mean(labels != self.previous_labels))
                           if self.previous_labels is not None else float("nan"))
         row["min_size"], row["max_size"] = int(sizes.min()), int(sizes.max())
@@ -289,7 +309,8 @@ class Trainer:
         self._load_snapshot_index()
         resolved = {**self.config.to_dict(), "n_clusters": self.n_clusters, "device_name": describe_device(self.device),
                     "resolved_device": str(self.device), "versions": library_versions(),
-                    "n_samples": len(self.x), "image_shape": list(self.dataset.shape)}
+                    "n_samples": len(self.x), "image_shape": list(self.dataset.shape),
+                    "data_fingerprint": self.data_fingerprint}
         self.store.write_config(resolved)
 
     def _load_snapshot_index(self) -> None:
@@ -302,12 +323,29 @@ class Trainer:
             self.store.save_assignments(labels.cpu().numpy(), q.max(1).values.cpu().numpy(), self.dataset.y)
         self.store.write_status("finished", reason=self.finish_reason or "all epochs done")
 
+    def _check_same_data(self) -> None:
+        """Refuse to resume on data other than the run started on (its metrics would mix two data sets)."""
+        recorded = self.store.read_config().get("data_fingerprint")
+        if recorded is not None and recorded != self.data_fingerprint:
+            raise DataError(f"run {self.store.id} was trained on data with fingerprint {recorded}, but "
+                            f"{self.config.data} now holds other data ({self.data_fingerprint}): start a new run")
+
+    @functools.cached_property
+    def data_fingerprint(self) -> str:
+        """The data's content hash (``ImageDataset.fingerprint``), computed once."""
+        return self.dataset.fingerprint()
+
     # -- pretraining cache ------------------------------------------------------------------------
     @functools.cached_property
     def pretrain_key(self) -> dict:
-        """What identifies this run's pretrained autoencoder in the cache (hashing the data once)."""
-        return {"data": self.dataset.fingerprint(), "shape": list(self.dataset.shape),
+        """What identifies this run's pretrained autoencoder in the cache."""
+        return {"data": self.data_fingerprint, "shape": list(self.dataset.shape),
                 **pretrain_signature(self.config, self.n_clusters)}
+
+    def _import_weights(self) -> None:
+        """Load the run's weights file into the pretrained part, in place of pretraining."""
+        layout = load_into(self.method, self.model, self.config.init_weights, self.config.init_weights_sha256)
+        log.info("autoencoder imported from %s (read as %s)", self.config.init_weights, layout)
 
     def _load_pretrained(self) -> bool:
         part = self.method.pretrained_part(self.model)
@@ -344,7 +382,9 @@ class Trainer:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _phase_epochs(self, phase: str) -> int:
-        return self.config.trainer.pretrain_epochs if phase == "pretrain" else self.config.trainer.epochs
+        if phase == "pretrain":
+            return 1 if self.config.init_weights else self.config.trainer.pretrain_epochs  # imported: one row
+        return self.config.trainer.epochs
 
     def _total_epochs(self) -> int:
         return sum(1 if p == "init" else self._phase_epochs(p) for p in self.plan)
