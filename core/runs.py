@@ -84,7 +84,23 @@ def stamped_id(method: str, data: str, tag: str) -> str:
     return f"{stamp}-{data_token(method)}-{data_token(data)}-{tag}-{secrets.token_hex(2)}"
 
 
-class RunStore:
+class StopFile:
+    """A folder's ``STOP`` file: how a reader asks the folder's writer (a trainer, a sweep scheduler) to
+    stop after its current step, without writing any file the writer owns."""
+
+    path: Path
+
+    def request_stop(self) -> None:
+        (self.path / "STOP").touch()
+
+    def stop_requested(self) -> bool:
+        return (self.path / "STOP").exists()
+
+    def clear_stop(self) -> None:
+        (self.path / "STOP").unlink(missing_ok=True)
+
+
+class RunStore(StopFile):
     """Read and write one run directory."""
 
     def __init__(self, path: str | os.PathLike):
@@ -126,15 +142,6 @@ class RunStore:
 
     def read_status(self) -> dict:
         return read_json(self.path / "status.json", {"state": "unknown"})
-
-    def request_stop(self) -> None:
-        (self.path / "STOP").touch()
-
-    def stop_requested(self) -> bool:
-        return (self.path / "STOP").exists()
-
-    def clear_stop(self) -> None:
-        (self.path / "STOP").unlink(missing_ok=True)
 
     # -- metrics ----------------------------------------------------------------------------------
     def write_metrics(self, rows: list[dict]) -> None:

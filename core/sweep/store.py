@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from core.launch import LAUNCH_NAME, run_state, state_with_process
-from core.runs import ACTIVE_STATES, RunStore, default_runs_dir, run_path, stamped_id
+from core.runs import ACTIVE_STATES, RunStore, StopFile, default_runs_dir, run_path, stamped_id
 from core.storage import atomic_write_json, read_json
 
 MANIFEST_NAME = "sweep.json"
@@ -38,7 +38,7 @@ def new_sweep_id(method: str, data: str) -> str:
     return stamped_id(method, data, "sweep")
 
 
-class SweepStore:
+class SweepStore(StopFile):
     """Read and write one sweep directory."""
 
     def __init__(self, path: str | os.PathLike):
@@ -68,15 +68,6 @@ class SweepStore:
         manifest = {**self.read_manifest(), **fields}
         self.write_manifest(manifest)
         return manifest
-
-    def request_stop(self) -> None:
-        (self.path / "STOP").touch()
-
-    def stop_requested(self) -> bool:
-        return (self.path / "STOP").exists()
-
-    def clear_stop(self) -> None:
-        (self.path / "STOP").unlink(missing_ok=True)
 
     def runs_dir(self, manifest: dict | None = None) -> Path:
         manifest = self.read_manifest() if manifest is None else manifest
