@@ -56,7 +56,8 @@ BELOW_ONE = Limits(0, 1, high_open=True)    # momentum, tolerances: 1 would neve
 
 
 def knob(default, *, help: str, symbol: str = "", min=None, max=None, step=None,
-         log: bool = False, choices: tuple | None = None, limits: Limits | None = None):
+         log: bool = False, choices: tuple | None = None, choice_labels: dict | None = None,
+         limits: Limits | None = None):
     """A config field with slider metadata.
 
     Parameters
@@ -66,11 +67,13 @@ def knob(default, *, help: str, symbol: str = "", min=None, max=None, step=None,
     symbol : the paper's symbol (``"α"``), shown in the slider's label.
     min, max, step : the slider's range; ``log`` asks for a log-scale slider.
     choices : for a select box instead of a slider.
+    choice_labels : what the select box shows for a choice, where its value alone says too little.
     limits : the hard range the method can run; default ``> 0`` for a slider starting above 0, else ``≥ 0``
         (integers: ``≥ 1`` for a slider starting at 1 or more).
     """
     return field(default=default, metadata=dict(
-        help=help, symbol=symbol, min=min, max=max, step=step, log=log, choices=choices, limits=limits))
+        help=help, symbol=symbol, min=min, max=max, step=step, log=log, choices=choices, choice_labels=choice_labels,
+        limits=limits))
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,7 @@ class Knob:
     step: Any
     log: bool
     choices: tuple | None
+    choice_labels: dict | None
     limits: Limits | None
 
     def __post_init__(self):
@@ -96,6 +100,10 @@ class Knob:
     @property
     def label(self) -> str:
         return f"{self.symbol} — {self.name}" if self.symbol else self.name
+
+    def choice_label(self, value) -> str:
+        """How a choice reads in a select box: its label, else the value itself."""
+        return (self.choice_labels or {}).get(value, str(value))
 
     def check(self, value) -> None:
         """Raise ``ConfigError`` unless ``value`` is one this knob can run."""

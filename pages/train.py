@@ -84,7 +84,8 @@ def knob_ui(knob: Knob, value, key: str):
     """
     label, help_text = knob_label(knob), knob.help
     if knob.choices is not None:
-        return common.remember(st.selectbox, key, value, label=label, options=list(knob.choices), help=help_text)
+        return common.remember(st.selectbox, key, value, label=label, options=list(knob.choices), help=help_text,
+                               format_func=knob.choice_label)
     if knob.type is bool:
         return common.remember(st.toggle, key, bool(value), label=label, help=help_text)
     if knob.min is None or knob.max is None:

@@ -157,6 +157,18 @@ def test_train_page_offers_each_methods_own_presets(app):
     assert at.segmented_control(key="train.preset").options == ["fast demo", "paper", "defaults"]
 
 
+def test_dscdan_prior_reads_as_paper_text_against_official_code_and_the_official_presets_pick_the_code(app):
+    at = open_page(app, "train")
+    at.selectbox(key="train.method").set_value("dscdan").run()
+    at.segmented_control(key="train.preset").set_value("cpu").run()
+    prior = at.selectbox(key=train.knob_key("dscdan", "prior"))
+    assert prior.options == ["paper text: N(0, I)", "official code: mixture N(ν_k, I)"]
+    assert prior.value == "normal"
+    at.segmented_control(key="train.preset").set_value("official-v1").run()
+    assert at.selectbox(key=train.knob_key("dscdan", "prior")).value == "mixture"
+    assert at.session_state[common.TRAIN_CONFIG]["params"]["prior"] == "mixture"
+
+
 def test_train_page_draws_every_preset_of_every_method(app):
     at = open_page(app, "train")
     for method in REGISTRY:

@@ -337,6 +337,7 @@ class DSCDANConfig(Config):
                              help="global MI pairs: code [ẑ_i, ẑ_i] vs [ẑ_i, ẑ_π(i)]; paper: the conv features of "
                                   "x_i instead of the first ẑ_i")
     prior: str = knob("normal", symbol="q(z)", choices=("normal", "mixture"),
+                      choice_labels={"normal": "paper text: N(0, I)", "mixture": "official code: mixture N(ν_k, I)"},
                       help="pretraining prior. normal = paper text: N(0, I). mixture = official code: a Gaussian "
                            "mixture N(ν_k, I) weighted by the spectral net's softmax P on μ, so S and ν start the "
                            "joint phase trained")
