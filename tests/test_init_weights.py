@@ -3,6 +3,7 @@ official DCSS MNIST autoencoder loaded through its declared layout."""
 from __future__ import annotations
 
 import hashlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -198,3 +199,13 @@ def test_train_page_keeps_fitting_weights_by_content_and_refuses_others_writing_
     with pytest.raises(WeightsError, match="mis-shaped"):  # the 28×28 net's weights for the native 16×16 one
         train.accept_weights("ae.pt", good.read_bytes(), native, (1, 16, 16))
     assert len(list((cache_dir() / "weights").iterdir())) == 1
+
+
+def test_a_file_that_unpacks_beyond_the_limit_is_refused_before_torch_unpacks_it():
+    from core.train.init_weights import _check_unpacked_size
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(1000)}, buffer)  # 4,000 bytes of tensor data, uncompressed in torch's zip
+    _check_unpacked_size(buffer.getvalue(), "small.pt", limit=1 << 20)
+    with pytest.raises(WeightsError, match="small.pt unpacks to .* bytes, more than the limit of 1,000"):
+        _check_unpacked_size(buffer.getvalue(), "small.pt", limit=1000)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from core.config import ConfigError
+from core.data.limits import UploadLimits
 from core.methods import Method
 from core.storage import atomic_write_bytes
 
@@ -38,6 +40,7 @@ def read_state_dict(source: str | os.PathLike | bytes, name: str = "") -> dict[s
     """The tensors of a state-dict file (a path or its bytes), loaded on the CPU with ``weights_only=True``."""
     name = name or str(source if not isinstance(source, bytes) else "the file")
     data = source if isinstance(source, bytes) else _read_bytes(source)
+    _check_unpacked_size(data, name)
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch reports a refused pickle or a damaged archive in several types
@@ -48,6 +51,19 @@ def read_state_dict(source: str | os.PathLike | bytes, name: str = "") -> dict[s
         raise WeightsError(f"{name} holds no state dict (a flat dict of names to tensors); save one with "
                            "torch.save(module.state_dict(), path)")
     return state
+
+
+def _check_unpacked_size(data: bytes, name: str, limit: int = UploadLimits.max_bytes) -> None:
+    """Refuse a file whose archive unpacks to more than ``limit`` bytes, before torch unpacks it: a small
+    compressed file could otherwise declare tensors of any size."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(member.file_size for member in archive.infolist())
+    except zipfile.BadZipFile:
+        return  # not torch's zip format: the legacy format stores its tensors uncompressed, within the file's size
+    if unpacked > limit:
+        raise WeightsError(f"{name} unpacks to {unpacked:,} bytes, more than the limit of {limit:,} "
+                           "(UploadLimits.max_bytes)")
 
 
 def rename(state: dict[str, Tensor], names: dict[str, str | None]) -> dict[str, Tensor]:
